@@ -1,0 +1,14 @@
+//! The ssh-agent protocol side: framing ([`frame`]), reply encoding ([`wire`]), the shared key
+//! ring ([`keyring`]) and one [`session`] per connection that maps requests onto it.
+//!
+//! Protocol code decides nothing about keys on its own: it decodes, asks the key ring, encodes.
+
+pub mod bind;
+pub mod confirm;
+pub mod frame;
+pub mod keyring;
+pub mod session;
+pub mod wire;
+
+pub use keyring::Keyring;
+pub use session::{AgentConfig, Session};

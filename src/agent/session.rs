@@ -1,0 +1,260 @@
+//! One agent connection: decodes each request from its frame, asks the key ring, encodes the
+//! reply. Every malformed or unsupported request gets FAILURE and the connection goes on.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ssh_agent_lib::proto::{
+    AddIdentity, AddIdentityConstrained, Extension, KeyConstraint, PrivateCredential, Request,
+    SignRequest,
+};
+use ssh_encoding::Decode;
+use ssh_key::HashAlg;
+use zeroize::Zeroizing;
+
+use crate::agent::bind::Bindings;
+use crate::agent::keyring::{Constraints, Entry, Keyring};
+use crate::agent::wire::{self, Reply};
+use crate::agent::confirm;
+use crate::clock::Clock;
+use crate::keys::{self, Signer};
+
+/// The extensions this agent understands, answered to `query`.
+pub const EXTENSIONS: &[&str] = &["query", "session-bind@openssh.com"];
+
+/// Settings every session shares.
+pub struct AgentConfig {
+    /// The clock lifetimes are measured on.
+    pub clock: Arc<dyn Clock>,
+    /// The program asked to confirm uses of `-c` keys.
+    pub askpass: Option<PathBuf>,
+    /// Lifetime given to keys added without one (`keyward-agent -t`).
+    pub default_lifetime: Option<Duration>,
+}
+
+/// Who is on the other end of a connection, from the kernel.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Peer {
+    /// The peer's uid.
+    pub uid: u32,
+    /// The peer's pid, where the OS tells it.
+    pub pid: Option<i32>,
+}
+
+/// The state of one connection.
+pub struct Session {
+    keyring: Arc<Keyring>,
+    config: Arc<AgentConfig>,
+    peer: Peer,
+    bindings: Bindings,
+}
+
+impl Session {
+    /// A session for a new connection from `peer`.
+    pub fn new(keyring: Arc<Keyring>, config: Arc<AgentConfig>, peer: Peer) -> Self {
+        Self {
+            keyring,
+            config,
+            peer,
+            bindings: Bindings::default(),
+        }
+    }
+
+    /// Handles one request frame and returns the reply payload.
+    pub async fn handle(&mut self, frame: &[u8]) -> Reply {
+        let Some(&kind) = frame.first() else {
+            return Reply::FAILURE;
+        };
+        // Lock and unlock passwords are read here, into memory that is wiped after use, instead
+        // of through ssh-agent-lib's `String`s.
+        if kind == wire::LOCK || kind == wire::UNLOCK {
+            let Some(password) = read_password(&frame[1..]) else {
+                return Reply::FAILURE;
+            };
+            return if kind == wire::LOCK {
+                let ok = self.keyring.lock(&password);
+                tracing::info!(pid = ?self.peer.pid, ok, "lock");
+                Reply::status(ok)
+            } else {
+                let ok = self.keyring.unlock(&password).await;
+                tracing::info!(pid = ?self.peer.pid, ok, "unlock");
+                Reply::status(ok)
+            };
+        }
+        let request = match decode_exact(frame) {
+            Ok(request) => request,
+            Err(why) => {
+                tracing::debug!(message = kind, %why, "refused undecodable request");
+                return Reply::FAILURE;
+            }
+        };
+        let now = self.config.clock.boot_now();
+        if self.keyring.is_locked() {
+            // A locked agent lists nothing and does nothing but unlock.
+            return match request {
+                Request::RequestIdentities => {
+                    Reply::Owned(wire::identities_answer(std::iter::empty()))
+                }
+                _ => Reply::FAILURE,
+            };
+        }
+        match request {
+            Request::RequestIdentities => Reply::Shared(self.keyring.identities_answer(now)),
+            Request::SignRequest(req) => self.sign(req).await,
+            Request::AddIdentity(AddIdentity { credential }) => {
+                self.add(credential, &[])
+            }
+            Request::AddIdConstrained(AddIdentityConstrained {
+                identity,
+                constraints,
+            }) => self.add(identity.credential, &constraints),
+            Request::RemoveIdentity(req) => {
+                let Ok(blob) = keys::public_blob(req.credential.key_data()) else {
+                    return Reply::FAILURE;
+                };
+                Reply::status(self.keyring.remove(&blob).unwrap_or(false))
+            }
+            Request::RemoveAllIdentities => Reply::status(self.keyring.remove_all().is_ok()),
+            Request::Extension(ext) => self.extension(&ext),
+            // Smartcard (PKCS#11) providers are not supported: no code from a client is loaded.
+            Request::AddSmartcardKey(_)
+            | Request::RemoveSmartcardKey(_)
+            | Request::AddSmartcardKeyConstrained(_)
+            | Request::Lock(_)
+            | Request::Unlock(_) => Reply::FAILURE,
+        }
+    }
+
+    async fn sign(&self, req: SignRequest) -> Reply {
+        let now = self.config.clock.boot_now();
+        let Ok(blob) = keys::public_blob(req.credential.key_data()) else {
+            return Reply::FAILURE;
+        };
+        let Some(entry) = self.keyring.find(&blob, now) else {
+            tracing::debug!("sign request for a key the agent does not hold");
+            return Reply::FAILURE;
+        };
+        let fingerprint = req.credential.key_data().fingerprint(HashAlg::Sha256);
+        if entry.constraints.confirm {
+            let prompt = format!(
+                "Allow use of key {}?\nKey fingerprint {fingerprint}.",
+                entry.comment
+            );
+            if !confirm::confirm(self.config.askpass.as_deref(), &prompt).await {
+                tracing::info!(%fingerprint, pid = ?self.peer.pid, "signature refused by the user");
+                return Reply::FAILURE;
+            }
+        }
+        let flags = req.flags;
+        let data = req.data;
+        // RSA signing takes a few hundred microseconds: keep it off the I/O threads.
+        let signed = tokio::task::spawn_blocking(move || entry.signer.sign(&data, flags)).await;
+        match signed {
+            Ok(Ok(signature)) => {
+                tracing::debug!(%fingerprint, pid = ?self.peer.pid, "signed");
+                Reply::Owned(wire::sign_response(&signature))
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(%fingerprint, error = %e, "signing failed");
+                Reply::FAILURE
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "signing task failed");
+                Reply::FAILURE
+            }
+        }
+    }
+
+    fn add(&self, credential: PrivateCredential, constraints: &[KeyConstraint]) -> Reply {
+        let PrivateCredential::Key { privkey, comment } = credential else {
+            tracing::info!("refused to add an OpenSSH certificate identity (not supported yet)");
+            return Reply::FAILURE;
+        };
+        let constraints = match self.constraints(constraints) {
+            Ok(c) => c,
+            Err(why) => {
+                tracing::info!(%why, "refused to add a key with a constraint we cannot enforce");
+                return Reply::FAILURE;
+            }
+        };
+        let public = ssh_key::public::KeyData::try_from(&privkey);
+        let (Ok(public), Ok(signer)) = (public, Signer::from_keypair(&privkey)) else {
+            tracing::info!("refused to add a key that cannot be used for signing");
+            return Reply::FAILURE;
+        };
+        drop(privkey);
+        let Ok(blob) = keys::public_blob(&public) else {
+            return Reply::FAILURE;
+        };
+        let entry = Entry {
+            blob,
+            comment,
+            signer,
+            constraints,
+        };
+        tracing::info!(fingerprint = %public.fingerprint(HashAlg::Sha256), pid = ?self.peer.pid, "key added");
+        Reply::status(self.keyring.add(entry).is_ok())
+    }
+
+    /// Turns wire constraints into ours; any constraint we would not enforce refuses the add.
+    fn constraints(&self, wire: &[KeyConstraint]) -> Result<Constraints, String> {
+        let now = self.config.clock.boot_now();
+        let mut out = Constraints {
+            expires: self.config.default_lifetime.map(|l| now + l),
+            confirm: false,
+        };
+        for constraint in wire {
+            match constraint {
+                KeyConstraint::Lifetime(secs) => {
+                    out.expires = Some(now + Duration::from_secs(u64::from(*secs)));
+                }
+                KeyConstraint::Confirm => out.confirm = true,
+                KeyConstraint::Extension(ext) => {
+                    return Err(format!("unsupported constraint extension {:?}", ext.name));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn extension(&mut self, ext: &Extension) -> Reply {
+        match ext.name.as_str() {
+            "query" => Reply::Owned(wire::query_response(EXTENSIONS)),
+            "session-bind@openssh.com" => match self.bindings.bind(&ext.details) {
+                Ok(()) => Reply::SUCCESS,
+                Err(why) => {
+                    tracing::info!(%why, pid = ?self.peer.pid, "session-bind refused");
+                    Reply::FAILURE
+                }
+            },
+            other => {
+                tracing::debug!(extension = other, "unsupported extension");
+                Reply::FAILURE
+            }
+        }
+    }
+
+    /// This connection's session bindings.
+    pub fn bindings(&self) -> &Bindings {
+        &self.bindings
+    }
+}
+
+/// Decodes a request that must use the whole frame: trailing bytes are an error.
+fn decode_exact(frame: &[u8]) -> Result<Request, String> {
+    let mut reader = frame;
+    let request = Request::decode(&mut reader).map_err(|e| e.to_string())?;
+    if reader.is_empty() {
+        Ok(request)
+    } else {
+        Err(format!("{} trailing bytes", reader.len()))
+    }
+}
+
+/// Reads the single `string password` of a lock or unlock message.
+fn read_password(body: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    let (len, rest) = body.split_first_chunk::<4>()?;
+    let len = u32::from_be_bytes(*len) as usize;
+    (rest.len() == len).then(|| Zeroizing::new(rest.to_vec()))
+}

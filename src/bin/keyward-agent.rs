@@ -1,0 +1,149 @@
+//! `keyward-agent`: the daemon. Runs in the foreground; accepts `ssh-agent`'s own flags where
+//! they make sense so scripts written for `ssh-agent` keep working.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use keyward::agent::{AgentConfig, Keyring};
+use keyward::clock::{SystemClock, parse_duration};
+use keyward::launch::{self, Shell};
+use keyward::{daemon, harden, socket};
+
+/// An SSH agent with a certificate and policy store.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Socket to serve (default: $XDG_RUNTIME_DIR/keyward/agent.sock).
+    #[arg(short = 'a', long = "socket", value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Default lifetime of keys added without one (seconds, or 90m, 1h30m, 2d...).
+    #[arg(short = 't', value_name = "LIFE", value_parser = parse_duration)]
+    lifetime: Option<Duration>,
+    /// Program asked to confirm uses of keys added with `ssh-add -c` (default: $SSH_ASKPASS).
+    #[arg(long, value_name = "PROGRAM")]
+    askpass: Option<PathBuf>,
+    /// Debug logging.
+    #[arg(short = 'd')]
+    debug: bool,
+    /// Stay in the foreground (always the case; accepted for ssh-agent compatibility).
+    #[arg(short = 'D')]
+    foreground: bool,
+    /// Start a detached agent and print sh commands for `eval`.
+    #[arg(short = 's', conflicts_with = "csh")]
+    sh: bool,
+    /// Start a detached agent and print csh commands for `eval`.
+    #[arg(short = 'c')]
+    csh: bool,
+    /// Kill the agent named by $SSH_AGENT_PID and print commands that forget it.
+    #[arg(short = 'k', conflicts_with_all = ["sh", "csh"])]
+    kill: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("keyward-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let shell = if args.csh {
+        Shell::C
+    } else if args.sh {
+        Shell::Bourne
+    } else {
+        Shell::from_env()
+    };
+    if args.kill {
+        let pid: i32 = std::env::var("SSH_AGENT_PID")
+            .context("SSH_AGENT_PID is not set, so there is no agent to kill")?
+            .parse()
+            .context("SSH_AGENT_PID is not a pid")?;
+        launch::terminate(pid)?;
+        print!("{}", launch::unset_lines(pid, shell));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let socket_path = args.socket.clone().unwrap_or_else(socket::default_agent_socket);
+    if args.sh || args.csh {
+        let mut extra = Vec::new();
+        if let Some(life) = args.lifetime {
+            extra.extend(["-t".to_owned(), life.as_secs().to_string()]);
+        }
+        if let Some(askpass) = &args.askpass {
+            extra.extend(["--askpass".to_owned(), askpass.display().to_string()]);
+        }
+        let exe = std::env::current_exe().context("cannot find keyward-agent's own path")?;
+        let (pid, _) = launch::start(&exe, &socket_path, &extra)?;
+        print!("{}", launch::export_lines(&socket_path, pid, shell));
+        return Ok(ExitCode::SUCCESS);
+    }
+    serve(&args, &socket_path)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(args: &Args, socket_path: &std::path::Path) -> anyhow::Result<()> {
+    let level = if args.debug { "debug" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    for failure in harden::harden_process() {
+        tracing::warn!("process hardening not applied: {failure}");
+    }
+    let listener = socket::bind(socket_path)?;
+    listener.set_nonblocking(true)?;
+    let inode = socket::inode(socket_path);
+    let config = Arc::new(AgentConfig {
+        clock: Arc::new(SystemClock),
+        askpass: args
+            .askpass
+            .clone()
+            .or_else(|| std::env::var_os("SSH_ASKPASS").map(PathBuf::from)),
+        default_lifetime: args.lifetime,
+    });
+    let deps = daemon::Deps {
+        keyring: Arc::new(Keyring::new()),
+        config,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::UnixListener::from_std(listener)?;
+        tracing::info!(socket = %socket_path.display(), pid = std::process::id(), "keyward-agent serving");
+        daemon::run(listener, shutdown_signal()?, deps).await;
+        anyhow::Ok(())
+    })?;
+    if let Some(inode) = inode {
+        socket::remove_if_ours(socket_path, inode);
+    }
+    tracing::info!("keyward-agent stopped");
+    Ok(())
+}
+
+/// Completes on SIGTERM, SIGINT or SIGHUP.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+            _ = hup.recv() => {}
+        }
+    })
+}

@@ -1,0 +1,12 @@
+//! keyward: an SSH key agent with a certificate and policy store.
+//!
+//! The binaries in `src/bin` only parse arguments and call into these modules.
+
+pub mod agent;
+pub mod clock;
+pub mod daemon;
+pub mod harden;
+pub mod keys;
+pub mod launch;
+pub mod socket;
+pub mod store;
