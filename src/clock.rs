@@ -122,8 +122,18 @@ mod tests {
 
     #[test]
     fn parses_openssh_time_formats() {
-        for (text, secs) in [("90", 90), ("90s", 90), ("1h30m", 5_400), ("2d", 172_800), ("1w", 604_800)] {
-            assert_eq!(parse_duration(text), Ok(Duration::from_secs(secs)), "{text}");
+        for (text, secs) in [
+            ("90", 90),
+            ("90s", 90),
+            ("1h30m", 5_400),
+            ("2d", 172_800),
+            ("1w", 604_800),
+        ] {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_secs(secs)),
+                "{text}"
+            );
         }
         for bad in ["", "0", "1x", "h", "99999999999999999999"] {
             assert!(parse_duration(bad).is_err(), "{bad}");

@@ -30,7 +30,10 @@ pub struct Deps {
 /// Serves the agent protocol on `listener` until `shutdown` completes.
 pub async fn run(listener: UnixListener, shutdown: impl Future<Output = ()>, deps: Deps) {
     let uid = nix::unistd::geteuid().as_raw();
-    let reaper = tokio::spawn(expire_keys(Arc::clone(&deps.keyring), Arc::clone(&deps.config)));
+    let reaper = tokio::spawn(expire_keys(
+        Arc::clone(&deps.keyring),
+        Arc::clone(&deps.config),
+    ));
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {

@@ -22,4 +22,3 @@ pub fn harden_process() -> Vec<String> {
     }
     failed
 }
-

@@ -93,7 +93,9 @@ pub fn unset_lines(pid: i32, shell: Shell) -> String {
             format!("unset SSH_AUTH_SOCK;\nunset SSH_AGENT_PID;\necho Agent pid {pid} killed;\n")
         }
         Shell::C => {
-            format!("unsetenv SSH_AUTH_SOCK;\nunsetenv SSH_AGENT_PID;\necho Agent pid {pid} killed;\n")
+            format!(
+                "unsetenv SSH_AUTH_SOCK;\nunsetenv SSH_AGENT_PID;\necho Agent pid {pid} killed;\n"
+            )
         }
     }
 }
@@ -187,7 +189,9 @@ mod tests {
             export_lines(p, 42, Shell::Bourne),
             "SSH_AUTH_SOCK=/run/k/agent.sock; export SSH_AUTH_SOCK;\nSSH_AGENT_PID=42; export SSH_AGENT_PID;\necho Agent pid 42;\n"
         );
-        assert!(export_lines(p, 42, Shell::C).starts_with("setenv SSH_AUTH_SOCK /run/k/agent.sock;\n"));
+        assert!(
+            export_lines(p, 42, Shell::C).starts_with("setenv SSH_AUTH_SOCK /run/k/agent.sock;\n")
+        );
     }
 
     #[test]

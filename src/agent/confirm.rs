@@ -58,7 +58,11 @@ mod tests {
     async fn follows_the_askpass_contract() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let yes = script(d, "yes", "[ \"$SSH_ASKPASS_PROMPT\" = confirm ] && echo yes");
+        let yes = script(
+            d,
+            "yes",
+            "[ \"$SSH_ASKPASS_PROMPT\" = confirm ] && echo yes",
+        );
         let empty = script(d, "empty", "exit 0");
         let no = script(d, "no", "exit 1");
         let other = script(d, "other", "echo no");

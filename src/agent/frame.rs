@@ -88,7 +88,10 @@ mod tests {
             Err(FrameError::TooLarge(262_145))
         ));
         let mut short: &[u8] = &[0, 0, 0, 9, 1, 2];
-        assert!(matches!(read_frame(&mut short, T).await, Err(FrameError::Io(_))));
+        assert!(matches!(
+            read_frame(&mut short, T).await,
+            Err(FrameError::Io(_))
+        ));
     }
 
     #[tokio::test(start_paused = true)]

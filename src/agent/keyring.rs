@@ -125,11 +125,15 @@ impl Keyring {
     }
 
     fn read(&self) -> RwLockReadGuard<'_, State> {
-        self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, State> {
-        self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Whether the agent is locked.
@@ -325,7 +329,10 @@ mod tests {
         let blob = e.blob.clone();
         ring.add(e).unwrap();
         let a = ring.identities_answer(T0);
-        assert!(Arc::ptr_eq(&a, &ring.identities_answer(T0)), "answer is cached");
+        assert!(
+            Arc::ptr_eq(&a, &ring.identities_answer(T0)),
+            "answer is cached"
+        );
         assert!(ring.find(&blob, T0).is_some());
         assert!(ring.remove(&blob).unwrap());
         assert!(ring.find(&blob, T0).is_none());
@@ -364,7 +371,10 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_millis(300));
         assert!(ring.unlock(b"pw").await);
         assert!(ring.find(&blob, T0).is_some());
-        assert!(!ring.unlock(b"pw").await, "unlocking an unlocked agent fails");
+        assert!(
+            !ring.unlock(b"pw").await,
+            "unlocking an unlocked agent fails"
+        );
     }
 
     #[test]

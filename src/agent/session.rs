@@ -14,9 +14,9 @@ use ssh_key::HashAlg;
 use zeroize::Zeroizing;
 
 use crate::agent::bind::Bindings;
+use crate::agent::confirm;
 use crate::agent::keyring::{Constraints, Entry, Keyring};
 use crate::agent::wire::{self, Reply};
-use crate::agent::confirm;
 use crate::clock::Clock;
 use crate::keys::{self, Signer};
 
@@ -102,9 +102,7 @@ impl Session {
         match request {
             Request::RequestIdentities => Reply::Shared(self.keyring.identities_answer(now)),
             Request::SignRequest(req) => self.sign(req).await,
-            Request::AddIdentity(AddIdentity { credential }) => {
-                self.add(credential, &[])
-            }
+            Request::AddIdentity(AddIdentity { credential }) => self.add(credential, &[]),
             Request::AddIdConstrained(AddIdentityConstrained {
                 identity,
                 constraints,
@@ -257,4 +255,232 @@ fn read_password(body: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
     let (len, rest) = body.split_first_chunk::<4>()?;
     let len = u32::from_be_bytes(*len) as usize;
     (rest.len() == len).then(|| Zeroizing::new(rest.to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use ssh_agent_lib::proto::extension::SessionBind;
+    use ssh_agent_lib::proto::{PublicCredential, Unparsed};
+    use ssh_encoding::Encode;
+    use ssh_key::PrivateKey;
+
+    struct Fixture {
+        clock: Arc<ManualClock>,
+        session: Session,
+    }
+
+    fn fixture() -> Fixture {
+        let clock = Arc::new(ManualClock::new(Duration::from_secs(1_000), 1_700_000_000));
+        let config = Arc::new(AgentConfig {
+            clock: Arc::clone(&clock) as Arc<dyn Clock>,
+            askpass: None,
+            default_lifetime: None,
+        });
+        let session = Session::new(Arc::new(Keyring::new()), config, Peer::default());
+        Fixture { clock, session }
+    }
+
+    fn encode(request: &Request) -> Vec<u8> {
+        let mut out = Vec::new();
+        request.encode(&mut out).unwrap();
+        out
+    }
+
+    fn ed25519() -> PrivateKey {
+        PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519).unwrap()
+    }
+
+    fn add(key: &PrivateKey, constraints: Vec<KeyConstraint>) -> Vec<u8> {
+        let identity = AddIdentity {
+            credential: PrivateCredential::Key {
+                privkey: key.key_data().clone(),
+                comment: "test".into(),
+            },
+        };
+        encode(&Request::AddIdConstrained(AddIdentityConstrained {
+            identity,
+            constraints,
+        }))
+    }
+
+    fn sign(key: &PrivateKey) -> Vec<u8> {
+        encode(&Request::SignRequest(SignRequest {
+            credential: PublicCredential::Key(key.public_key().key_data().clone()),
+            data: b"data".to_vec(),
+            flags: 0,
+        }))
+    }
+
+    async fn send(session: &mut Session, frame: &[u8]) -> u8 {
+        session.handle(frame).await.as_bytes()[0]
+    }
+
+    #[tokio::test]
+    async fn add_sign_and_lifetime() {
+        let mut f = fixture();
+        let key = ed25519();
+        assert_eq!(
+            send(&mut f.session, &add(&key, vec![KeyConstraint::Lifetime(2)])).await,
+            wire::SUCCESS
+        );
+        assert_eq!(send(&mut f.session, &sign(&key)).await, wire::SIGN_RESPONSE);
+        f.clock.advance(Duration::from_secs(2));
+        assert_eq!(send(&mut f.session, &sign(&key)).await, wire::FAILURE);
+        let list = f.session.handle(&[11]).await;
+        assert_eq!(list.as_bytes(), &[12, 0, 0, 0, 0]);
+    }
+
+    #[tokio::test]
+    async fn unknown_constraint_refuses_the_whole_add() {
+        let mut f = fixture();
+        let key = ed25519();
+        let bogus = KeyConstraint::Extension(Extension {
+            name: "bogus@example.com".into(),
+            details: Unparsed::from(vec![]),
+        });
+        let frame = add(&key, vec![KeyConstraint::Confirm, bogus]);
+        assert_eq!(send(&mut f.session, &frame).await, wire::FAILURE);
+        assert_eq!(f.session.handle(&[11]).await.as_bytes(), &[12, 0, 0, 0, 0]);
+        // An unknown constraint byte does not even decode.
+        let mut frame = add(&key, vec![]);
+        frame.push(42);
+        assert_eq!(send(&mut f.session, &frame).await, wire::FAILURE);
+        assert_eq!(f.session.keyring.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn confirm_without_askpass_refuses() {
+        let mut f = fixture();
+        let key = ed25519();
+        send(&mut f.session, &add(&key, vec![KeyConstraint::Confirm])).await;
+        assert_eq!(send(&mut f.session, &sign(&key)).await, wire::FAILURE);
+    }
+
+    #[tokio::test]
+    async fn malformed_and_legacy_messages_fail_without_harm() {
+        let mut f = fixture();
+        for frame in [
+            &[][..],
+            &[9],
+            &[1],
+            &[13, 0, 0],
+            &[22, 0, 0, 0, 9, 1],
+            &[11, 0],
+            &[200],
+        ] {
+            assert_eq!(
+                send(&mut f.session, frame).await,
+                wire::FAILURE,
+                "{frame:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn lock_with_raw_password() {
+        let mut f = fixture();
+        let key = ed25519();
+        send(&mut f.session, &add(&key, vec![])).await;
+        assert_eq!(
+            send(&mut f.session, &[22, 0, 0, 0, 2, b'p', b'w']).await,
+            wire::SUCCESS
+        );
+        assert_eq!(send(&mut f.session, &sign(&key)).await, wire::FAILURE);
+        assert_eq!(
+            send(&mut f.session, &add(&ed25519(), vec![])).await,
+            wire::FAILURE
+        );
+        assert_eq!(
+            send(&mut f.session, &[23, 0, 0, 0, 2, b'p', b'w']).await,
+            wire::SUCCESS
+        );
+        assert_eq!(send(&mut f.session, &sign(&key)).await, wire::SIGN_RESPONSE);
+    }
+
+    fn bind_frame(host: &PrivateKey, session_id: &[u8], forwarding: bool, tamper: bool) -> Vec<u8> {
+        let mut signature = signature::Signer::try_sign(host, session_id).unwrap();
+        if tamper {
+            let mut bytes = signature.as_bytes().to_vec();
+            bytes[0] ^= 1;
+            signature = ssh_key::Signature::new(signature.algorithm(), bytes).unwrap();
+        }
+        let bind = SessionBind {
+            host_key: host.public_key().key_data().clone(),
+            session_id: session_id.to_vec(),
+            signature,
+            is_forwarding: forwarding,
+        };
+        encode(&Request::Extension(Extension::new_message(bind).unwrap()))
+    }
+
+    #[tokio::test]
+    async fn session_bind_is_verified_and_recorded() {
+        let mut f = fixture();
+        let host = ed25519();
+        assert_eq!(
+            send(&mut f.session, &bind_frame(&host, b"sid1", true, true)).await,
+            wire::FAILURE
+        );
+        assert_eq!(
+            send(&mut f.session, &bind_frame(&host, b"sid1", true, false)).await,
+            wire::SUCCESS
+        );
+        // The same session bound again to another host key is refused.
+        assert_eq!(
+            send(
+                &mut f.session,
+                &bind_frame(&ed25519(), b"sid1", true, false)
+            )
+            .await,
+            wire::FAILURE
+        );
+        assert_eq!(
+            send(&mut f.session, &bind_frame(&host, b"sid2", false, false)).await,
+            wire::SUCCESS
+        );
+        // After a binding for authentication, no further hop may be added.
+        assert_eq!(
+            send(&mut f.session, &bind_frame(&host, b"sid3", true, false)).await,
+            wire::FAILURE
+        );
+        assert_eq!(f.session.bindings().hops().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn at_most_sixteen_bindings() {
+        let mut f = fixture();
+        let host = ed25519();
+        for i in 0..MAX {
+            let sid = format!("sid{i}");
+            assert_eq!(
+                send(
+                    &mut f.session,
+                    &bind_frame(&host, sid.as_bytes(), true, false)
+                )
+                .await,
+                wire::SUCCESS
+            );
+        }
+        assert_eq!(
+            send(&mut f.session, &bind_frame(&host, b"one-more", true, false)).await,
+            wire::FAILURE
+        );
+    }
+
+    const MAX: usize = crate::agent::bind::MAX_BINDINGS;
+
+    #[tokio::test]
+    async fn query_lists_session_bind() {
+        let mut f = fixture();
+        let frame = encode(&Request::Extension(Extension {
+            name: "query".into(),
+            details: Unparsed::from(vec![]),
+        }));
+        let reply = f.session.handle(&frame).await;
+        assert_eq!(reply.as_bytes()[0], wire::EXTENSION_RESPONSE);
+        let text = String::from_utf8_lossy(reply.as_bytes()).into_owned();
+        assert!(text.contains("session-bind@openssh.com"));
+    }
 }

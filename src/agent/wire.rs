@@ -105,13 +105,22 @@ mod tests {
         let answer = identities_answer([(&b"blob"[..], "c")].into_iter());
         assert_eq!(
             answer,
-            [&[12u8, 0, 0, 0, 1, 0, 0, 0, 4][..], b"blob", &[0, 0, 0, 1], b"c"].concat()
+            [
+                &[12u8, 0, 0, 0, 1, 0, 0, 0, 4][..],
+                b"blob",
+                &[0, 0, 0, 1],
+                b"c"
+            ]
+            .concat()
         );
     }
 
     #[test]
     fn query_lists_names_after_the_extension_name() {
         let r = query_response(&["a"]);
-        assert_eq!(r, [&[29u8, 0, 0, 0, 5][..], b"query", &[0, 0, 0, 1], b"a"].concat());
+        assert_eq!(
+            r,
+            [&[29u8, 0, 0, 0, 5][..], b"query", &[0, 0, 0, 1], b"a"].concat()
+        );
     }
 }

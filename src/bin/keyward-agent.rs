@@ -1,6 +1,9 @@
 //! `keyward-agent`: the daemon. Runs in the foreground; accepts `ssh-agent`'s own flags where
 //! they make sense so scripts written for `ssh-agent` keep working.
 
+// Doc comments here are --help text, where backticks would show.
+#![allow(clippy::doc_markdown)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -16,6 +19,7 @@ use keyward::{daemon, harden, socket};
 /// An SSH agent with a certificate and policy store.
 #[derive(Parser, Debug)]
 #[command(version, about)]
+#[allow(clippy::struct_excessive_bools)] // the flags mirror ssh-agent's
 struct Args {
     /// Socket to serve (default: $XDG_RUNTIME_DIR/keyward/agent.sock).
     #[arg(short = 'a', long = "socket", value_name = "PATH")]
@@ -45,7 +49,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match run(args) {
+    match run(&args) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("keyward-agent: {e:#}");
@@ -54,7 +58,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Args) -> anyhow::Result<ExitCode> {
+fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let shell = if args.csh {
         Shell::C
     } else if args.sh {
@@ -71,7 +75,10 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         print!("{}", launch::unset_lines(pid, shell));
         return Ok(ExitCode::SUCCESS);
     }
-    let socket_path = args.socket.clone().unwrap_or_else(socket::default_agent_socket);
+    let socket_path = args
+        .socket
+        .clone()
+        .unwrap_or_else(socket::default_agent_socket);
     if args.sh || args.csh {
         let mut extra = Vec::new();
         if let Some(life) = args.lifetime {
@@ -85,7 +92,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         print!("{}", launch::export_lines(&socket_path, pid, shell));
         return Ok(ExitCode::SUCCESS);
     }
-    serve(&args, &socket_path)?;
+    serve(args, &socket_path)?;
     Ok(ExitCode::SUCCESS)
 }
 

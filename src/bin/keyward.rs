@@ -1,5 +1,8 @@
 //! `keyward`: the command-line interface.
 
+// Doc comments here are --help text, where backticks would show.
+#![allow(clippy::doc_markdown)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -4,7 +4,7 @@
 //! time and about five times faster than the `rsa` crate (which carries RUSTSEC-2023-0071,
 //! "Marvin"). aws-lc-rs offers no PKCS#1 v1.5 *signing* with SHA-1, so the legacy `ssh-rsa`
 //! signature, which only old servers ask for, is made by the `rsa` crate with blinding
-//! (`sign_with_rng`). Ed25519 and ECDSA use the RustCrypto implementations behind `ssh-key`.
+//! (`sign_with_rng`). Ed25519 and ECDSA use the `RustCrypto` implementations behind `ssh-key`.
 //! The private key is parsed once, when the signer is built, never per signature.
 
 use rsa::pkcs1::EncodeRsaPrivateKey;
@@ -163,9 +163,7 @@ impl RsaSigner {
             .map_err(|e| KeyError::RsaRejected(e.to_string()))?;
         let der = Zeroizing::new(der.as_bytes().to_vec());
         let fast = aws_lc_rs::rsa::KeyPair::from_der(&der).map_err(|e| {
-            KeyError::RsaRejected(format!(
-                "{e} (keyward needs RSA keys of 2048 to 8192 bits)"
-            ))
+            KeyError::RsaRejected(format!("{e} (keyward needs RSA keys of 2048 to 8192 bits)"))
         })?;
         Ok(Self { fast, legacy })
     }
@@ -184,7 +182,12 @@ impl RsaSigner {
         };
         let mut sig = vec![0; self.fast.public_modulus_len()];
         self.fast
-            .sign(encoding, &aws_lc_rs::rand::SystemRandom::new(), data, &mut sig)
+            .sign(
+                encoding,
+                &aws_lc_rs::rand::SystemRandom::new(),
+                data,
+                &mut sig,
+            )
             .map_err(|e| KeyError::Signing(e.to_string()))?;
         Ok(sig)
     }
@@ -193,9 +196,9 @@ impl RsaSigner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use signature::Verifier;
     use ssh_encoding::Decode;
     use ssh_key::{HashAlg, PrivateKey, public::KeyData};
-    use signature::Verifier;
 
     fn rsa_key() -> PrivateKey {
         let kp = RsaKeypair::random(&mut rand_core::OsRng, 2048).unwrap();
@@ -212,7 +215,10 @@ mod tests {
     fn rsa_sha2_signatures_verify_and_name_their_algorithm() {
         let key = rsa_key();
         let signer = Signer::from_keypair(key.key_data()).unwrap();
-        for (flags, name) in [(RSA_SHA2_256, "rsa-sha2-256"), (RSA_SHA2_512, "rsa-sha2-512")] {
+        for (flags, name) in [
+            (RSA_SHA2_256, "rsa-sha2-256"),
+            (RSA_SHA2_512, "rsa-sha2-512"),
+        ] {
             let blob = signer.sign(b"hello", flags).unwrap();
             assert_eq!(verify(key.public_key().key_data(), b"hello", &blob), name);
         }
@@ -227,7 +233,9 @@ mod tests {
         let mut reader = &blob[..];
         assert_eq!(String::decode(&mut reader).unwrap(), "ssh-rsa");
         let raw = Vec::<u8>::decode(&mut reader).unwrap();
-        let KeypairData::Rsa(kp) = key.key_data() else { unreachable!() };
+        let KeypairData::Rsa(kp) = key.key_data() else {
+            unreachable!()
+        };
         let public = rsa::RsaPublicKey::try_from(&kp.public).unwrap();
         let sig = Signature::try_from(raw.as_slice()).unwrap();
         VerifyingKey::<sha1::Sha1>::new(public)
@@ -239,7 +247,9 @@ mod tests {
     fn ed25519_and_ecdsa_sign() {
         for alg in [
             ssh_key::Algorithm::Ed25519,
-            ssh_key::Algorithm::Ecdsa { curve: ssh_key::EcdsaCurve::NistP256 },
+            ssh_key::Algorithm::Ecdsa {
+                curve: ssh_key::EcdsaCurve::NistP256,
+            },
         ] {
             let key = PrivateKey::random(&mut rand_core::OsRng, alg).unwrap();
             let signer = Signer::from_keypair(key.key_data()).unwrap();
