@@ -1,0 +1,18 @@
+//! Integration tests for keyward: they drive the built `keyward-agent` and `keyward` binaries with
+//! the real OpenSSH tools (`ssh-add`, `ssh-keygen`, `ssh`, `sshd`) and a raw protocol client.
+//!
+//! A missing tool is a failure, never a skip: `scripts/test` installs everything needed.
+
+mod util;
+mod wire;
+
+mod agent_constraints;
+mod agent_extensions;
+mod agent_hardening;
+mod agent_keys;
+mod agent_lock;
+mod agent_login;
+mod agent_protocol;
+mod agent_sign;
+mod agent_sockets;
+mod cli_start;
