@@ -83,7 +83,8 @@ async fn serve_connection(mut stream: UnixStream, peer: Peer, deps: Deps) {
     let mut session = Session::new(deps.keyring, deps.config, peer);
     loop {
         let frame = match frame::read_frame(&mut stream, BODY_DEADLINE).await {
-            Ok(Some(frame)) => frame,
+            // Frames can carry private keys (add identity): wipe each one after use.
+            Ok(Some(frame)) => zeroize::Zeroizing::new(frame),
             Ok(None) => return,
             Err(e) => {
                 log_frame_error(&e, peer);

@@ -118,6 +118,26 @@ impl Signer {
     }
 }
 
+impl Signer {
+    /// A raw PKCS#1 v1.5 SHA-256 signature (no SSH framing), for X.509 certificates; RSA only.
+    pub fn rsa_pkcs1_sha256(&self, data: &[u8]) -> Result<Vec<u8>, KeyError> {
+        match &self.kind {
+            Kind::Rsa(rsa) => rsa.sign("rsa-sha2-256", data),
+            _ => Err(KeyError::Unsupported(self.algorithm(0).to_owned())),
+        }
+    }
+
+    /// The PKCS#1 `RSAPublicKey` DER of an RSA key (what X.509 wraps in its SPKI); RSA only.
+    pub fn rsa_public_pkcs1_der(&self) -> Result<Vec<u8>, KeyError> {
+        match &self.kind {
+            Kind::Rsa(rsa) => Ok(aws_lc_rs::signature::KeyPair::public_key(&rsa.fast)
+                .as_ref()
+                .to_vec()),
+            _ => Err(KeyError::Unsupported(self.algorithm(0).to_owned())),
+        }
+    }
+}
+
 fn try_sign<S: signature::Signer<ssh_key::Signature>>(
     signer: &S,
     data: &[u8],
@@ -258,6 +278,21 @@ mod tests {
             assert_eq!(name, signer.algorithm(0));
             let _ = key.fingerprint(HashAlg::Sha256);
         }
+    }
+
+    #[test]
+    fn raw_rsa_signature_and_pkcs1_public_key() {
+        use rsa::pkcs1::DecodeRsaPublicKey;
+        use rsa::pkcs1v15::{Signature, VerifyingKey};
+        let key = rsa_key();
+        let signer = Signer::from_keypair(key.key_data()).unwrap();
+        let public = rsa::RsaPublicKey::from_pkcs1_der(&signer.rsa_public_pkcs1_der().unwrap()).unwrap();
+        let sig = signer.rsa_pkcs1_sha256(b"tbs").unwrap();
+        let sig = Signature::try_from(sig.as_slice()).unwrap();
+        VerifyingKey::<sha2::Sha256>::new(public).verify(b"tbs", &sig).unwrap();
+        let ed = PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519).unwrap();
+        let ed = Signer::from_keypair(ed.key_data()).unwrap();
+        assert!(ed.rsa_pkcs1_sha256(b"x").is_err());
     }
 
     #[test]
