@@ -136,25 +136,17 @@ pub fn table(rows: &[Row]) -> String {
                 .unwrap_or(0)
         })
         .collect();
-    let line = |cells: &[&str]| {
-        let mut s = String::new();
-        for (c, text) in cells.iter().enumerate() {
-            let _ = write!(s, "{text:<w$}  ", w = widths[c]);
+    let head = head.map(str::to_owned);
+    let rule = widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>();
+    for cells in [&head[..], &rule[..]]
+        .into_iter()
+        .chain(body.iter().map(|r| &r[..]))
+    {
+        for (text, w) in cells.iter().zip(&widths) {
+            let _ = write!(out, "{text:<w$}  ");
         }
-        s.trim_end().to_owned() + "\n"
-    };
-    out.push_str(&line(&head));
-    out.push_str(&line(
-        &widths
-            .iter()
-            .map(|w| "-".repeat(*w))
-            .collect::<Vec<_>>()
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    ));
-    for r in &body {
-        out.push_str(&line(&r.iter().map(String::as_str).collect::<Vec<_>>()));
+        out.truncate(out.trim_end().len());
+        out.push('\n');
     }
     for r in rows {
         for (who, v) in [("keyward", &r.keyward), (r.reference_name, &r.reference)] {
