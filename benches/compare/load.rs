@@ -23,6 +23,22 @@ pub struct Run {
     pub p99_us: f64,
 }
 
+impl Run {
+    /// The median of each figure over several runs (at least one).
+    pub fn median(runs: &[Run]) -> Run {
+        let mid = |f: fn(&Run) -> f64| {
+            let mut v: Vec<f64> = runs.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        Run {
+            rate: mid(|r| r.rate),
+            p50_us: mid(|r| r.p50_us),
+            p99_us: mid(|r| r.p99_us),
+        }
+    }
+}
+
 /// What one client's state needs to do for one operation.
 trait Op: Send {
     /// One timed request and reply.

@@ -3,7 +3,7 @@
 //! Both agents are started from scratch, each in its own temporary directory, loaded with the
 //! same RSA-2048 keys over the agent protocol (`SSH_AGENTC_ADD_IDENTITY`), checked (the listed
 //! keys match, signatures verify for rsa-sha2-256 and rsa-sha2-512) and then measured one at a
-//! time, so they never compete for the CPU:
+//! time (alternating in short rounds, median kept), so they never compete for the CPU:
 //!
 //! * with 1 key: signatures/s and p50/p99 latency at 1, 8 and 64 concurrent clients (one
 //!   connection each), request-identities/s, connect-list-close churn/s, peak RSS (`VmHWM`);
@@ -200,7 +200,7 @@ fn one_key(cfg: &Config, key: &RsaKeypair, rows: &mut Vec<Row>) -> Val {
         }
         rows.extend([rate, p50, p99]);
     }
-    let lists = each(&pair, |a| load::list(a.socket(), 1, 1, cfg.secs));
+    let lists = rounds(&pair, cfg, |a, d| load::list(a.socket(), 1, 1, d));
     rows.push(Row::new(
         "request-identities, 1 key",
         "req/s",
@@ -208,7 +208,7 @@ fn one_key(cfg: &Config, key: &RsaKeypair, rows: &mut Vec<Row>) -> Val {
         rates(&lists),
     ));
     for clients in [1, 8] {
-        let churn = each(&pair, |a| load::churn(a.socket(), 1, clients, cfg.secs));
+        let churn = rounds(&pair, cfg, |a, d| load::churn(a.socket(), 1, clients, d));
         rows.push(Row::new(
             format!("connect-list-close, {}", plural(clients, "client")),
             "conn/s",
@@ -233,7 +233,7 @@ fn many_keys(cfg: &Config, keys: &[RsaKeypair], rows: &mut Vec<Row>) {
         add_rate,
     ));
     let expect = u32::try_from(n).unwrap_or(u32::MAX);
-    let lists = each(&pair, |a| load::list(a.socket(), expect, 1, cfg.secs));
+    let lists = rounds(&pair, cfg, |a, d| load::list(a.socket(), expect, 1, d));
     rows.push(
         Row::new(
             format!("request-identities, {n} keys"),
@@ -244,7 +244,7 @@ fn many_keys(cfg: &Config, keys: &[RsaKeypair], rows: &mut Vec<Row>) {
         .target(10.0),
     );
     let last = public(&keys[n - 1]);
-    let signs = each(&pair, |a| load::sign(a.socket(), &last, 1, cfg.secs));
+    let signs = rounds(&pair, cfg, |a, d| load::sign(a.socket(), &last, 1, d));
     rows.push(Row::new(
         format!("sign with key #{n} of {n}, 1 client"),
         "sign/s",
@@ -338,6 +338,31 @@ fn each<T>(pair: &[Slot; 2], f: impl Fn(&Agent) -> Result<T>) -> [Result<T, Stri
         let agent = pair[i].as_ref().map_err(Clone::clone)?;
         f(agent).map_err(|e| format!("{e:#}"))
     })
+}
+
+/// Load runs alternate between the agents in [`ROUNDS`] short rounds, so a change in background
+/// load hits both alike; each figure is the median over the rounds.
+const ROUNDS: usize = 3;
+
+fn rounds(
+    pair: &[Slot; 2],
+    cfg: &Config,
+    f: impl Fn(&Agent, Duration) -> Result<load::Run>,
+) -> [Result<load::Run, String>; 2] {
+    let dur = cfg.secs / u32::try_from(ROUNDS).unwrap_or(1);
+    let mut runs: [Result<Vec<load::Run>, String>; 2] = [Ok(Vec::new()), Ok(Vec::new())];
+    for _ in 0..ROUNDS {
+        let round = each(pair, |a| f(a, dur));
+        for (acc, r) in runs.iter_mut().zip(round) {
+            if let Ok(v) = acc {
+                match r {
+                    Ok(run) => v.push(run),
+                    Err(e) => *acc = Err(e),
+                }
+            }
+        }
+    }
+    runs.map(|r| r.map(|v| load::Run::median(&v)))
 }
 
 fn rates(runs: &[Result<load::Run, String>; 2]) -> [Val; 2] {
