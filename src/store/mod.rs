@@ -1,0 +1,129 @@
+//! The embedded, encrypted store: keys, certificates with their expiry index, per-key policies,
+//! the audit log and store metadata.
+//!
+//! The rest of keyward uses the traits here ([`Vault`], [`KeyStore`], [`CertStore`],
+//! [`PolicyStore`], [`AuditLog`], or all of them as [`Store`]) and domain types only, so the
+//! backend can be swapped; [`SledStore`] is the sled 0.34 implementation.
+//!
+//! Guarantees of [`SledStore`]:
+//! - private keys are encrypted with XChaCha20-Poly1305 under a random master key, with the key id
+//!   and public key as associated data; the master key is wrapped under Argon2id of the passphrase,
+//!   or stored in plain (and reported so) when the store has none;
+//! - every method that writes has flushed to disk before it returns, and records that belong
+//!   together (key and name, certificate and expiry entry) change in one transaction;
+//! - records are versioned and checksummed; older schemas are migrated on open;
+//! - the directory is `0700` and its files carry no group/other bits;
+//! - time is always an argument (unix seconds): the store never reads the clock.
+
+mod crypto;
+mod error;
+mod migrate;
+mod perms;
+mod records;
+mod sled_certs;
+mod sled_keys;
+mod sled_log;
+mod sled_store;
+mod types;
+
+#[cfg(test)]
+mod tests;
+
+pub use crypto::KdfParams;
+pub use error::{CorruptError, Result, StoreError};
+pub use migrate::CURRENT_SCHEMA;
+pub use sled_certs::DueIter;
+pub use sled_keys::{MAX_NAME_LEN, validate_name};
+pub use sled_store::{SledStore, StoreOptions};
+pub use types::{
+    AuditEntry, AuditEvent, AuditOutcome, CertId, CertOrigin, CertRecord, CertState, CertStatus,
+    DueCert, KeyId, KeyInfo, NewKey, ParseIdError, PrivateKeyBytes, StoreStatus,
+};
+
+/// The master key: sealing, unsealing and the passphrase.
+pub trait Vault {
+    /// What `keyward status` shows.
+    fn status(&self) -> Result<StoreStatus>;
+    /// Whether the master key is not loaded (private keys cannot be read or added).
+    fn is_sealed(&self) -> bool;
+    /// Loads the master key. [`StoreError::WrongPassphrase`] if `passphrase` is not the store's
+    /// (checked in constant time against the stored verifier). A store without a passphrase
+    /// ignores it.
+    fn unseal(&self, passphrase: &[u8]) -> Result<()>;
+    /// Drops the master key from memory.
+    fn seal(&self);
+    /// Replaces the passphrase (`None`: remove it and store the master key in plain). `old` must
+    /// be the current passphrase (ignored if there is none). The master key, and therefore every
+    /// encrypted record, stays the same; the sealed state is unchanged.
+    fn change_passphrase(&self, old: &[u8], new: Option<&[u8]>, kdf: KdfParams) -> Result<()>;
+}
+
+/// Keys: public parts readable while sealed, private parts only when unsealed.
+pub trait KeyStore {
+    /// Adds a key (needs unsealed: the private key is encrypted first). Names are unique:
+    /// [`StoreError::DuplicateName`] leaves the store unchanged.
+    fn put_key(&self, key: NewKey, now: u64) -> Result<KeyId>;
+    /// A key by name, or else by id (32 hex digits).
+    fn get_key(&self, name_or_id: &str) -> Result<KeyInfo>;
+    /// A key by id.
+    fn key(&self, id: KeyId) -> Result<KeyInfo>;
+    /// All keys, sorted by name.
+    fn list_keys(&self) -> Result<Vec<KeyInfo>>;
+    /// Decrypts a private key (needs unsealed).
+    fn private_key(&self, id: KeyId) -> Result<PrivateKeyBytes>;
+    /// Renames a key; [`StoreError::DuplicateName`] if the new name is taken.
+    fn rename_key(&self, id: KeyId, new_name: &str, now: u64) -> Result<()>;
+    /// Changes a key's comment.
+    fn set_comment(&self, id: KeyId, comment: &str, now: u64) -> Result<()>;
+    /// Deletes a key and its policy; returns what was deleted. Certificates that name the key
+    /// keep their `key_id` (they are still tracked until they expire).
+    fn delete_key(&self, id: KeyId) -> Result<KeyInfo>;
+}
+
+/// Certificates and the expiry index.
+pub trait CertStore {
+    /// Adds or replaces a certificate and its expiry index entry (active certificates only).
+    /// Its `key_id`, if any, must name a stored key.
+    fn put_cert(&self, cert: &CertRecord) -> Result<()>;
+    /// [`put_cert`](CertStore::put_cert) for many certificates, all or none, with one flush.
+    fn put_certs(&self, certs: &[CertRecord]) -> Result<()>;
+    /// A certificate by id.
+    fn get_cert(&self, id: CertId) -> Result<CertRecord>;
+    /// All certificates, by `not_after`.
+    fn list_certs(&self) -> Result<Vec<CertRecord>>;
+    /// Active certificates with `not_after < t`, soonest first (a range scan of the index). For a
+    /// renewal window `w`, ask for `due_before(now + w)`.
+    fn due_before(&self, t: u64) -> Result<Vec<DueCert>>;
+    /// The active certificate that expires first: what the scheduler sleeps until.
+    fn next_due(&self) -> Result<Option<DueCert>>;
+    /// Marks a certificate superseded (by a renewal) and removes it from the expiry index.
+    fn mark_superseded(&self, id: CertId, by: Option<CertId>, at: u64) -> Result<()>;
+    /// Deletes a certificate and its index entry.
+    fn delete_cert(&self, id: CertId) -> Result<()>;
+}
+
+/// Per-key policy documents. Their schema belongs to the policy module; the store keeps them
+/// versioned and checksummed, and deletes a key's policy with the key.
+pub trait PolicyStore {
+    /// Sets the policy of a stored key.
+    fn put_policy(&self, key: KeyId, policy: &serde_json::Value) -> Result<()>;
+    /// The policy of a key, if set.
+    fn get_policy(&self, key: KeyId) -> Result<Option<serde_json::Value>>;
+    /// Removes a key's policy; whether there was one.
+    fn delete_policy(&self, key: KeyId) -> Result<bool>;
+}
+
+/// The audit log: append-only, bounded by [`prune_audit`](AuditLog::prune_audit).
+pub trait AuditLog {
+    /// Appends an event; returns its sequence number.
+    fn append_audit(&self, event: &AuditEvent) -> Result<u64>;
+    /// Up to `limit` events with `seq >= since_seq`, oldest first.
+    fn read_audit(&self, since_seq: u64, limit: usize) -> Result<Vec<AuditEntry>>;
+    /// Keeps the newest `max_count` events; returns how many were removed.
+    fn prune_audit(&self, max_count: usize) -> Result<usize>;
+}
+
+/// The whole store, as one object-safe trait (`Arc<dyn Store>`).
+pub trait Store: Vault + KeyStore + CertStore + PolicyStore + AuditLog + Send + Sync {}
+
+impl<T: Vault + KeyStore + CertStore + PolicyStore + AuditLog + Send + Sync> Store for T {}

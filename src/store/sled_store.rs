@@ -1,0 +1,370 @@
+//! [`SledStore`]: the sled-backed [`Store`](super::Store). This file owns opening and creating
+//! the database, its trees, the sealed/unsealed state and the passphrase; the record operations
+//! are in `sled_keys.rs`, `sled_certs.rs` and `sled_log.rs`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use sled::transaction::{TransactionError, TransactionResult};
+
+use super::crypto::{KdfParams, Kek, MasterKey, random_salt};
+use super::error::{Result, StoreError};
+use super::records::Vault;
+use super::types::StoreStatus;
+use super::{Vault as VaultTrait, migrate, perms};
+
+/// `meta` key holding the schema version (`u32`, big-endian).
+pub(crate) const META_SCHEMA: &[u8] = b"schema_version";
+/// `meta` key holding the vault record.
+pub(crate) const META_VAULT: &[u8] = b"vault";
+
+/// Tuning of the sled database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// sled's page cache bound, in bytes (sled's default is 1 GiB).
+    pub cache_capacity: u64,
+    /// How long `open` waits for the database lock. sled 0.34 releases its file lock from a
+    /// background thread shortly *after* `Db` is dropped (spacejam/sled#1234), so an immediate
+    /// reopen (a restarted daemon, the CLI after the daemon stopped) must wait a moment; a lock
+    /// held by a live process still ends in [`StoreError::InUse`] after this long.
+    pub lock_wait: Duration,
+}
+
+impl Default for StoreOptions {
+    /// A 4 MiB cache: the store holds at most a few thousand small records.
+    fn default() -> Self {
+        Self {
+            cache_capacity: 4 * 1024 * 1024,
+            lock_wait: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The trees of the database.
+pub(crate) struct Trees {
+    /// `KeyId` → key record.
+    pub(crate) keys: sled::Tree,
+    /// name (UTF-8) → `KeyId`.
+    pub(crate) key_names: sled::Tree,
+    /// `CertId` → certificate record.
+    pub(crate) certs: sled::Tree,
+    /// `not_after` (u64 BE) ‖ `CertId` → empty; active certificates only.
+    pub(crate) expiry: sled::Tree,
+    /// `KeyId` → policy record.
+    pub(crate) policies: sled::Tree,
+    /// sequence (u64 BE) → audit record.
+    pub(crate) audit: sled::Tree,
+    /// schema version, vault.
+    pub(crate) meta: sled::Tree,
+}
+
+impl Trees {
+    pub(crate) fn open(db: &sled::Db) -> Result<Self> {
+        Ok(Self {
+            keys: db.open_tree("keys")?,
+            key_names: db.open_tree("key_names")?,
+            certs: db.open_tree("certs")?,
+            expiry: db.open_tree("expiry")?,
+            policies: db.open_tree("policies")?,
+            audit: db.open_tree("audit")?,
+            meta: db.open_tree("meta")?,
+        })
+    }
+}
+
+struct State {
+    master: Option<MasterKey>,
+    passphrase_set: bool,
+}
+
+/// The sled-backed store. Share it with `Arc`; every method takes `&self`.
+///
+/// Opened sealed when a passphrase is set ([`unseal`](VaultTrait::unseal) loads the master key);
+/// a store without a passphrase is unsealed on open. Every write is flushed before it returns.
+pub struct SledStore {
+    pub(crate) path: PathBuf,
+    pub(crate) db: sled::Db,
+    pub(crate) t: Trees,
+    state: RwLock<State>,
+}
+
+impl fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SledStore")
+            .field("path", &self.path)
+            .field("sealed", &self.is_sealed())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Maps a transaction result to the store's error.
+pub(crate) fn tx<T>(r: TransactionResult<T, StoreError>) -> Result<T> {
+    r.map_err(|e| match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => StoreError::Db(e),
+    })
+}
+
+fn open_db(dir: &Path, opts: StoreOptions) -> Result<sled::Db> {
+    perms::prepare_dir(dir)?;
+    let cfg = sled::Config::new()
+        .path(dir)
+        .cache_capacity(opts.cache_capacity);
+    // Counted attempts rather than a deadline: the store reads no clock.
+    let step = Duration::from_millis(10);
+    let mut attempts = opts.lock_wait.as_millis() / step.as_millis();
+    let db = loop {
+        match perms::with_private_umask(|| cfg.open()) {
+            Ok(db) => break db,
+            Err(sled::Error::Io(e)) if e.to_string().starts_with("could not acquire lock") => {
+                if attempts == 0 {
+                    return Err(StoreError::InUse {
+                        path: dir.to_path_buf(),
+                    });
+                }
+                attempts -= 1;
+                std::thread::sleep(step);
+            }
+            Err(source) => {
+                return Err(StoreError::Open {
+                    path: dir.to_path_buf(),
+                    source,
+                });
+            }
+        }
+    };
+    perms::tighten_tree(dir)?;
+    Ok(db)
+}
+
+fn read_schema(path: &Path, meta: &sled::Tree) -> Result<Option<u32>> {
+    let Some(v) = meta.get(META_SCHEMA)? else {
+        return Ok(None);
+    };
+    let b: [u8; 4] = v.as_ref().try_into().map_err(|_| {
+        StoreError::corrupt(
+            format!("meta/schema_version in {}", path.display()),
+            super::CorruptError::Truncated(v.len()),
+        )
+    })?;
+    Ok(Some(u32::from_be_bytes(b)))
+}
+
+impl SledStore {
+    /// Creates a store in `dir` (made `0700`). With a passphrase, the master key is wrapped under
+    /// Argon2id(`passphrase`, random salt, `kdf`) and the store is returned unsealed; without one,
+    /// the master key is stored in plain and `status` reports `passphrase_set: false`.
+    pub fn init(dir: &Path, passphrase: Option<&[u8]>, kdf: KdfParams) -> Result<Self> {
+        Self::init_with_options(dir, passphrase, kdf, StoreOptions::default())
+    }
+
+    /// [`init`](Self::init) with explicit [`StoreOptions`].
+    pub fn init_with_options(
+        dir: &Path,
+        passphrase: Option<&[u8]>,
+        kdf: KdfParams,
+        opts: StoreOptions,
+    ) -> Result<Self> {
+        kdf.validate()?;
+        // Only into an absent or empty directory: never over a store sled could not read.
+        if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
+            return Err(StoreError::AlreadyInitialised {
+                path: dir.to_path_buf(),
+            });
+        }
+        let db = open_db(dir, opts)?;
+        let t = Trees::open(&db)?;
+        let master = MasterKey::random();
+        let vault = make_vault(&master, passphrase, kdf)?;
+        let vault_bytes = vault.encode();
+        tx(t.meta.transaction(|m| {
+            m.insert(META_SCHEMA, &migrate::CURRENT_SCHEMA.to_be_bytes())?;
+            m.insert(META_VAULT, vault_bytes.as_slice())?;
+            Ok(())
+        }))?;
+        db.flush()?;
+        let state = State {
+            master: Some(master),
+            passphrase_set: passphrase.is_some(),
+        };
+        Ok(Self {
+            path: dir.to_path_buf(),
+            db,
+            t,
+            state: RwLock::new(state),
+        })
+    }
+
+    /// Opens an existing store, running migrations from older schema versions. Sealed if it has a
+    /// passphrase.
+    pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_with_options(dir, StoreOptions::default())
+    }
+
+    /// [`open`](Self::open) with explicit [`StoreOptions`].
+    pub fn open_with_options(dir: &Path, opts: StoreOptions) -> Result<Self> {
+        if !dir.join("conf").is_file() {
+            return Err(StoreError::NotInitialised {
+                path: dir.to_path_buf(),
+            });
+        }
+        let db = open_db(dir, opts)?;
+        let t = Trees::open(&db)?;
+        let Some(schema) = read_schema(dir, &t.meta)? else {
+            return Err(StoreError::Damaged {
+                path: dir.to_path_buf(),
+            });
+        };
+        migrate::migrate(dir, &db, &t, schema)?;
+        let vault = match t.meta.get(META_VAULT)? {
+            Some(v) => Vault::decode(&v)?,
+            None => {
+                return Err(StoreError::Damaged {
+                    path: dir.to_path_buf(),
+                });
+            }
+        };
+        let state = match vault {
+            Vault::Plain(k) => State {
+                master: Some(k),
+                passphrase_set: false,
+            },
+            Vault::Passphrase { .. } => State {
+                master: None,
+                passphrase_set: true,
+            },
+        };
+        Ok(Self {
+            path: dir.to_path_buf(),
+            db,
+            t,
+            state: RwLock::new(state),
+        })
+    }
+
+    /// The store directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Flushes sled's log to disk; every write method calls it before returning.
+    pub(crate) fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn state(&self) -> RwLockReadGuard<'_, State> {
+        self.state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs `f` with the master key, or fails with `Sealed`.
+    pub(crate) fn with_master<T>(&self, f: impl FnOnce(&MasterKey) -> Result<T>) -> Result<T> {
+        let st = self.state();
+        let m = st.master.as_ref().ok_or_else(|| StoreError::Sealed {
+            path: self.path.clone(),
+        })?;
+        f(m)
+    }
+
+    fn vault(&self) -> Result<Vault> {
+        match self.t.meta.get(META_VAULT)? {
+            Some(v) => Vault::decode(&v),
+            None => Err(StoreError::Damaged {
+                path: self.path.clone(),
+            }),
+        }
+    }
+
+    /// Checks `passphrase` against `vault` and unwraps the master key.
+    fn unlock_vault(&self, vault: Vault, passphrase: &[u8]) -> Result<MasterKey> {
+        match vault {
+            Vault::Plain(k) => Ok(k),
+            Vault::Passphrase {
+                kdf,
+                salt,
+                verifier,
+                wrapped,
+            } => {
+                let kek = Kek::derive(passphrase, &salt, &kdf)?;
+                if !kek.matches(&verifier) {
+                    return Err(StoreError::WrongPassphrase {
+                        path: self.path.clone(),
+                    });
+                }
+                kek.unwrap_master(&wrapped)
+                    .ok_or_else(|| StoreError::corrupt("meta/vault", super::CorruptError::Aead))
+            }
+        }
+    }
+}
+
+fn make_vault(master: &MasterKey, passphrase: Option<&[u8]>, kdf: KdfParams) -> Result<Vault> {
+    Ok(match passphrase {
+        None => Vault::Plain(master.duplicate()),
+        Some(p) => {
+            let salt = random_salt();
+            let kek = Kek::derive(p, &salt, &kdf)?;
+            Vault::Passphrase {
+                kdf,
+                salt: salt.to_vec(),
+                verifier: kek.verifier.to_vec(),
+                wrapped: kek.wrap_master(master),
+            }
+        }
+    })
+}
+
+impl VaultTrait for SledStore {
+    fn status(&self) -> Result<StoreStatus> {
+        let st = self.state();
+        Ok(StoreStatus {
+            path: self.path.clone(),
+            passphrase_set: st.passphrase_set,
+            sealed: st.master.is_none(),
+            key_count: self.t.keys.len(),
+            cert_count: self.t.certs.len(),
+            schema_version: read_schema(&self.path, &self.t.meta)?.unwrap_or(0),
+        })
+    }
+
+    fn is_sealed(&self) -> bool {
+        self.state().master.is_none()
+    }
+
+    fn unseal(&self, passphrase: &[u8]) -> Result<()> {
+        let master = self.unlock_vault(self.vault()?, passphrase)?;
+        self.state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .master = Some(master);
+        Ok(())
+    }
+
+    fn seal(&self) {
+        self.state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .master = None;
+    }
+
+    fn change_passphrase(&self, old: &[u8], new: Option<&[u8]>, kdf: KdfParams) -> Result<()> {
+        kdf.validate()?;
+        let master = self.unlock_vault(self.vault()?, old)?;
+        let bytes = make_vault(&master, new, kdf)?.encode();
+        self.t.meta.insert(META_VAULT, bytes)?;
+        self.flush()?;
+        let mut st = self
+            .state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.passphrase_set = new.is_some();
+        if st.master.is_some() || new.is_none() {
+            st.master = Some(master);
+        }
+        Ok(())
+    }
+}
