@@ -2,6 +2,9 @@
 //! private half. Parsing and formats come from `ssh-key`; private-key operations go through
 //! [`signer`].
 
+pub mod fingerprint;
+pub mod generate;
+pub mod import;
 pub mod signer;
 
 pub use signer::{KeyError, Signer};
