@@ -146,6 +146,25 @@ impl Agent {
             .context("no VmHWM in /proc/PID/status")
     }
 
+    /// User plus system CPU time used so far by all the agent's threads, in seconds.
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .context("reading /proc/PID/stat")?;
+        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+        let ticks: Vec<u64> = rest
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        let [user, system] = ticks[..] else {
+            bail!("unexpected /proc/PID/stat format");
+        };
+        #[allow(clippy::cast_precision_loss)]
+        Ok((user + system) as f64 / clock_ticks())
+    }
+
     /// Sends SIGTERM and waits for the process to exit; an agent that ignores it is killed.
     fn terminate(&mut self) -> Result<()> {
         if self.child.try_wait()?.is_some() {
@@ -176,4 +195,17 @@ impl Drop for Agent {
             eprintln!("warning: {e:#}");
         }
     }
+}
+
+/// `sysconf(_SC_CLK_TCK)`, through `getconf` to stay free of `unsafe`; 100 on Linux in practice.
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }

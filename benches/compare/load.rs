@@ -21,6 +21,12 @@ pub struct Run {
     pub p50_us: f64,
     /// 99th percentile latency, microseconds.
     pub p99_us: f64,
+    /// Operations completed.
+    pub ops: u64,
+    /// CPU time the agent process spent per operation, microseconds (filled in by the caller,
+    /// which knows the process; NaN until then). Unlike wall-clock rates it barely moves when
+    /// other work shares the machine.
+    pub cpu_us: f64,
 }
 
 impl Run {
@@ -35,6 +41,8 @@ impl Run {
             rate: mid(|r| r.rate),
             p50_us: mid(|r| r.p50_us),
             p99_us: mid(|r| r.p99_us),
+            ops: runs.iter().map(|r| r.ops).sum(),
+            cpu_us: mid(|r| r.cpu_us),
         }
     }
 }
@@ -103,6 +111,8 @@ fn drive<S: Op>(
         rate,
         p50_us: percentile(&all, 50),
         p99_us: percentile(&all, 99),
+        ops: all.len() as u64,
+        cpu_us: f64::NAN,
     })
 }
 

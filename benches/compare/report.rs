@@ -85,6 +85,14 @@ impl Row {
     }
 }
 
+fn ratio_text(x: f64) -> String {
+    if x < 0.1 {
+        format!("{x:.4}x")
+    } else {
+        format!("{x:.2}x")
+    }
+}
+
 fn cell(v: &Val) -> String {
     match v {
         Ok(x) if *x >= 100.0 => format!("{x:.0}"),
@@ -112,8 +120,7 @@ pub fn table(rows: &[Row]) -> String {
                 format!("{} ({})", r.metric, r.unit),
                 cell(&r.keyward),
                 format!("{} {}", cell(&r.reference), r.reference_name),
-                r.ratio()
-                    .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}x")),
+                r.ratio().map_or_else(|| "-".to_owned(), ratio_text),
                 match r.better {
                     Better::Higher => "higher".to_owned(),
                     Better::Lower => "lower".to_owned(),
