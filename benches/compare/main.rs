@@ -61,8 +61,8 @@ impl Config {
         let secs: f64 = var("KEYWARD_BENCH_SECS").map_or(Ok(3.0), |v| v.parse())?;
         let keys: usize = var("KEYWARD_BENCH_KEYS").map_or(Ok(1000), |v| v.parse())?;
         ensure!(keys >= 2, "KEYWARD_BENCH_KEYS must be at least 2");
-        // One process per core: `openssl speed` divides by CPU time, so more processes than
-        // cores would overstate what the machine can sign.
+        // One process per core: with -multi, `openssl speed` reports wall-clock rates summed
+        // over its processes, so more processes than cores only share the same cores.
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let openssl_multi = var("KEYWARD_BENCH_OPENSSL_MULTI").map_or(Ok(cores), |v| v.parse())?;
         let bench_dir = target_dir().join("bench");
