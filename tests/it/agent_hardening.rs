@@ -83,6 +83,7 @@ fn daemon_is_not_dumpable() {
     let socket = dir.path().join("sock").join("agent.sock");
     let log = fs::File::create(dir.path().join("agent.log")).expect("create log");
     let child = setpriv_nobody()
+        .env("HOME", dir.path())
         .arg(&bin)
         .arg("--socket")
         .arg(&socket)
