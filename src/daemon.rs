@@ -62,7 +62,7 @@ pub async fn run(listener: UnixListener, shutdown: impl Future<Output = ()>, dep
 }
 
 /// Checks the peer's credentials; only our own uid is served.
-fn admit(stream: &UnixStream, uid: u32) -> Option<Peer> {
+pub(crate) fn admit(stream: &UnixStream, uid: u32) -> Option<Peer> {
     match stream.peer_cred() {
         Ok(cred) if cred.uid() == uid => Some(Peer {
             uid: cred.uid(),

@@ -1,5 +1,5 @@
 //! Writing files a user asked for (exported keys and certificates) so that they are always wholly
-//! old or wholly new: a temp file created O_EXCL with the final mode, fsync, then rename (or
+//! old or wholly new: a temp file created `O_EXCL` with the final mode, fsync, then rename (or
 //! link, when overwriting is not allowed), then fsync of the directory.
 
 use std::fs::{self, OpenOptions};
@@ -28,7 +28,12 @@ pub enum WriteError {
 ///
 /// Without `overwrite`, an existing `path` is an error and is never touched, even if it appears
 /// while we write (the final step is `link`, which refuses to replace).
-pub fn write_atomic(path: &Path, contents: &[u8], mode: u32, overwrite: bool) -> Result<(), WriteError> {
+pub fn write_atomic(
+    path: &Path,
+    contents: &[u8],
+    mode: u32,
+    overwrite: bool,
+) -> Result<(), WriteError> {
     let io = |source| WriteError::Io {
         path: path.to_owned(),
         source,
@@ -40,7 +45,9 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32, overwrite: bool) ->
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
     };
-    let name = path.file_name().ok_or_else(|| io(io::Error::other("not a file path")))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io(io::Error::other("not a file path")))?;
     let mut suffix = [0u8; 8];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut suffix);
     let temp = dir.join(format!(
@@ -84,12 +91,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("id");
         write_atomic(&path, b"one", 0o600, false).unwrap();
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        assert!(matches!(write_atomic(&path, b"two", 0o600, false), Err(WriteError::Exists(_))));
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(matches!(
+            write_atomic(&path, b"two", 0o600, false),
+            Err(WriteError::Exists(_))
+        ));
         assert_eq!(fs::read(&path).unwrap(), b"one");
         write_atomic(&path, b"two", 0o644, true).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
         // No temp files are left behind.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }

@@ -3,10 +3,16 @@
 //! The binaries in `src/bin` only parse arguments and call into these modules.
 
 pub mod agent;
+pub mod certs;
+pub mod cli;
 pub mod clock;
+pub mod control;
 pub mod daemon;
+pub mod files;
 pub mod harden;
 pub mod keys;
 pub mod launch;
+pub mod paths;
+pub mod service;
 pub mod socket;
 pub mod store;

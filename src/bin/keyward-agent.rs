@@ -13,8 +13,12 @@ use anyhow::Context as _;
 use clap::Parser;
 use keyward::agent::{AgentConfig, Keyring};
 use keyward::clock::{SystemClock, parse_duration};
+use keyward::control::proto::{Request, Response};
 use keyward::launch::{self, Shell};
-use keyward::{daemon, harden, socket};
+use keyward::service::Service;
+use keyward::store::{KdfParams, SledStore, Store, StoreError};
+use keyward::{daemon, harden, paths, socket};
+use zeroize::Zeroizing;
 
 /// An SSH agent with a certificate and policy store.
 #[derive(Parser, Debug)]
@@ -42,6 +46,16 @@ struct Args {
     /// Start a detached agent and print csh commands for `eval`.
     #[arg(short = 'c')]
     csh: bool,
+    /// Store directory (default: $KEYWARD_STORE, $XDG_DATA_HOME/keyward or
+    /// ~/.local/share/keyward); created without a passphrase if missing.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_store")]
+    store: Option<PathBuf>,
+    /// Serve only keys added with ssh-add, like ssh-agent; no store, no control socket.
+    #[arg(long)]
+    no_store: bool,
+    /// Unseal a passphrase-protected store at start with the passphrase in this file.
+    #[arg(long, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
     /// Kill the agent named by $SSH_AGENT_PID and print commands that forget it.
     #[arg(short = 'k', conflicts_with_all = ["sh", "csh"])]
     kill: bool,
@@ -87,6 +101,15 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         if let Some(askpass) = &args.askpass {
             extra.extend(["--askpass".to_owned(), askpass.display().to_string()]);
         }
+        if let Some(store) = &args.store {
+            extra.extend(["--store".to_owned(), store.display().to_string()]);
+        }
+        if let Some(file) = &args.passphrase_file {
+            extra.extend(["--passphrase-file".to_owned(), file.display().to_string()]);
+        }
+        if args.no_store {
+            extra.push("--no-store".to_owned());
+        }
         let exe = std::env::current_exe().context("cannot find keyward-agent's own path")?;
         let (pid, _) = launch::start(&exe, &socket_path, &extra)?;
         print!("{}", launch::export_lines(&socket_path, pid, shell));
@@ -111,6 +134,16 @@ fn serve(args: &Args, socket_path: &std::path::Path) -> anyhow::Result<()> {
     let listener = socket::bind(socket_path)?;
     listener.set_nonblocking(true)?;
     let inode = socket::inode(socket_path);
+    let store = open_store(args)?;
+    let control_path = keyward::control::control_socket_for(socket_path);
+    let control = match &store {
+        Some(_) => {
+            let control = socket::bind(&control_path)?;
+            control.set_nonblocking(true)?;
+            Some((control, socket::inode(&control_path)))
+        }
+        None => None,
+    };
     let config = Arc::new(AgentConfig {
         clock: Arc::new(SystemClock),
         askpass: args
@@ -119,25 +152,91 @@ fn serve(args: &Args, socket_path: &std::path::Path) -> anyhow::Result<()> {
             .or_else(|| std::env::var_os("SSH_ASKPASS").map(PathBuf::from)),
         default_lifetime: args.lifetime,
     });
-    let deps = daemon::Deps {
-        keyring: Arc::new(Keyring::new()),
-        config,
-    };
+    let keyring = Arc::new(Keyring::new());
+    let service = Arc::new(Service::new(
+        store,
+        Some(Arc::clone(&keyring)),
+        Arc::clone(&config.clock),
+    ));
+    if let Some(file) = &args.passphrase_file {
+        let passphrase = read_passphrase_file(file)?;
+        if let Response::Error { message, .. } = service.handle(Request::Unlock { passphrase }) {
+            anyhow::bail!("cannot unseal the store: {message}");
+        }
+    }
+    let served = service.load_stored_keys().unwrap_or(0);
+    let deps = daemon::Deps { keyring, config };
+    let control_inode = control.as_ref().and_then(|(_, inode)| *inode);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let listener = tokio::net::UnixListener::from_std(listener)?;
-        tracing::info!(socket = %socket_path.display(), pid = std::process::id(), "keyward-agent serving");
-        daemon::run(listener, shutdown_signal()?, deps).await;
+        tracing::info!(socket = %socket_path.display(), pid = std::process::id(), stored_keys = served, "keyward-agent serving");
+        let shutdown = shutdown_signal()?;
+        match control {
+            Some((control, _)) => {
+                let control = tokio::net::UnixListener::from_std(control)?;
+                let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+                let mut stop_rx2 = stop_rx.clone();
+                let control_task = tokio::spawn(keyward::control::server::run(
+                    control,
+                    async move {
+                        let _ = stop_rx2.wait_for(|s| *s).await;
+                    },
+                    service,
+                ));
+                daemon::run(listener, shutdown, deps).await;
+                let _ = stop_tx.send(true);
+                drop(stop_rx);
+                let _ = control_task.await;
+            }
+            None => daemon::run(listener, shutdown, deps).await,
+        }
         anyhow::Ok(())
     })?;
     if let Some(inode) = inode {
         socket::remove_if_ours(socket_path, inode);
     }
+    if let Some(inode) = control_inode {
+        socket::remove_if_ours(&control_path, inode);
+    }
     tracing::info!("keyward-agent stopped");
     Ok(())
+}
+
+/// Opens the store (creating it without a passphrase on first use) unless `--no-store`.
+fn open_store(args: &Args) -> anyhow::Result<Option<Arc<dyn Store>>> {
+    if args.no_store {
+        return Ok(None);
+    }
+    let Some(dir) = args.store.clone().or_else(paths::default_store_dir) else {
+        tracing::warn!(
+            "no store directory (set --store, KEYWARD_STORE or HOME): serving ssh-add keys only"
+        );
+        return Ok(None);
+    };
+    let store = match SledStore::open(&dir) {
+        Err(StoreError::NotInitialised { .. }) => {
+            tracing::warn!(store = %dir.display(), "creating a store without a passphrase (set one with `keyward passwd`)");
+            SledStore::init(&dir, None, KdfParams::default())
+        }
+        other => other,
+    }
+    .with_context(|| format!("cannot open the store at {}", dir.display()))?;
+    Ok(Some(Arc::new(store)))
+}
+
+/// Reads a passphrase file (a trailing newline is not part of the passphrase).
+fn read_passphrase_file(path: &std::path::Path) -> anyhow::Result<Zeroizing<String>> {
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read passphrase file {}", path.display()))?,
+    );
+    Ok(Zeroizing::new(
+        text.trim_end_matches(['\n', '\r']).to_owned(),
+    ))
 }
 
 /// Completes on SIGTERM, SIGINT or SIGHUP.

@@ -1,0 +1,194 @@
+//! What the `keyward` commands do, behind the argument parsing in `src/bin/keyward.rs`.
+//!
+//! Every store command is a control [`Request`]: sent to the running daemon when one answers on
+//! the control socket, otherwise run by the same [`Service`] on the store opened here.
+
+pub mod keys;
+pub mod passphrase;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+
+use crate::clock::SystemClock;
+use crate::control::client::Client;
+use crate::control::proto::{ErrorKind, Request, Response, StatusView};
+use crate::service::Service;
+use crate::store::{KdfParams, SledStore, StoreError};
+
+/// Where the store and the daemon are.
+#[derive(Debug, Clone)]
+pub struct Locations {
+    /// The agent socket (the control socket sits beside it).
+    pub agent_socket: PathBuf,
+    /// The store directory, if one is known.
+    pub store: Option<PathBuf>,
+}
+
+impl Locations {
+    /// The control socket.
+    pub fn control_socket(&self) -> PathBuf {
+        crate::control::control_socket_for(&self.agent_socket)
+    }
+
+    fn store_dir(&self) -> anyhow::Result<&Path> {
+        self.store
+            .as_deref()
+            .context("no store directory: pass --store DIR or set KEYWARD_STORE or HOME")
+    }
+}
+
+/// The daemon, or the store opened by this process.
+pub enum Backend {
+    /// A running daemon.
+    Daemon(Client),
+    /// The store, opened here because no daemon runs.
+    Local {
+        /// The service over the store.
+        service: Service,
+        /// The passphrase file given on the command line, for unsealing.
+        passphrase_file: Option<PathBuf>,
+    },
+}
+
+impl Backend {
+    /// Connects to the daemon, or opens the store when none answers.
+    pub fn open(at: &Locations, passphrase_file: Option<&Path>) -> anyhow::Result<Self> {
+        if let Some(client) = Client::connect(&at.control_socket()) {
+            return Ok(Self::Daemon(client));
+        }
+        let store = open_or_create(at.store_dir()?)?;
+        Ok(Self::Local {
+            service: Service::new(Some(Arc::new(store)), None, Arc::new(SystemClock)),
+            passphrase_file: passphrase_file.map(Path::to_owned),
+        })
+    }
+
+    /// Sends a request; a failure answer becomes an error carrying its message. Run locally on a
+    /// sealed store, the passphrase is asked for (or read from the file) and the request retried.
+    pub fn call(&mut self, request: impl Fn() -> Request) -> anyhow::Result<Response> {
+        let response = match self {
+            Self::Daemon(client) => client.call(request())?,
+            Self::Local {
+                service,
+                passphrase_file,
+            } => {
+                let first = service.handle(request());
+                if let Response::Error {
+                    kind: ErrorKind::Sealed,
+                    ..
+                } = first
+                {
+                    let passphrase =
+                        passphrase::obtain(passphrase_file.as_deref(), "Store passphrase: ")?;
+                    check(service.handle(Request::Unlock { passphrase }))?;
+                    service.handle(request())
+                } else {
+                    first
+                }
+            }
+        };
+        check(response)
+    }
+
+    /// Whether a daemon answers.
+    pub fn is_daemon(&self) -> bool {
+        matches!(self, Self::Daemon(_))
+    }
+}
+
+/// Opens the store at `dir`, creating it without a passphrase on first use (as the daemon does);
+/// `keyward init` before first use, or `keyward passwd` later, sets a passphrase.
+pub fn open_or_create(dir: &Path) -> anyhow::Result<SledStore> {
+    match SledStore::open(dir) {
+        Err(StoreError::NotInitialised { .. }) => {
+            eprintln!(
+                "keyward: creating store {} without a passphrase (set one with `keyward passwd`)",
+                dir.display()
+            );
+            SledStore::init(dir, None, KdfParams::default())
+        }
+        other => other,
+    }
+    .with_context(|| format!("cannot open the store at {}", dir.display()))
+}
+
+/// Turns an error response into an error.
+pub fn check(response: Response) -> anyhow::Result<Response> {
+    match response {
+        Response::Error { message, .. } => bail!("{message}"),
+        other => Ok(other),
+    }
+}
+
+/// `keyward init`: creates the store, with a passphrase unless `no_passphrase`.
+pub fn init(
+    at: &Locations,
+    no_passphrase: bool,
+    passphrase_file: Option<&Path>,
+) -> anyhow::Result<String> {
+    if Client::connect(&at.control_socket()).is_some() {
+        bail!(
+            "keyward-agent is running on {} and already has a store; `keyward status` shows it",
+            at.control_socket().display()
+        );
+    }
+    let dir = at.store_dir()?;
+    let passphrase = if no_passphrase {
+        None
+    } else {
+        Some(passphrase::obtain_new(passphrase_file)?)
+    };
+    SledStore::init(
+        dir,
+        passphrase.as_ref().map(|p| p.as_bytes()),
+        KdfParams::default(),
+    )
+    .with_context(|| format!("cannot create a store at {}", dir.display()))?;
+    Ok(match passphrase {
+        Some(_) => format!(
+            "created store {} (encrypted with your passphrase)",
+            dir.display()
+        ),
+        None => format!(
+            "created store {} WITHOUT a passphrase: private keys are protected by file permissions only",
+            dir.display()
+        ),
+    })
+}
+
+/// `keyward status` as text.
+pub fn format_status(status: &StatusView, socket: &Path) -> String {
+    let mut out = String::new();
+    match status.pid {
+        Some(pid) => out.push_str(&format!(
+            "agent:      running (pid {pid}) on {}\n",
+            socket.display()
+        )),
+        None => out.push_str("agent:      not running (store opened directly)\n"),
+    }
+    out.push_str(&format!("store:      {}\n", status.store));
+    out.push_str(&format!(
+        "protection: {}\n",
+        if status.passphrase_set {
+            "passphrase (Argon2id + XChaCha20-Poly1305)"
+        } else {
+            "NO PASSPHRASE: private keys are protected by file permissions only"
+        }
+    ));
+    out.push_str(&format!(
+        "sealed:     {}\n",
+        if status.sealed {
+            "yes (run `keyward unlock`)"
+        } else {
+            "no"
+        }
+    ));
+    out.push_str(&format!("keys:       {}\n", status.key_count));
+    out.push_str(&format!("certs:      {}\n", status.cert_count));
+    if let Some(n) = status.agent_keys {
+        out.push_str(&format!("served:     {n} keys in the agent\n"));
+    }
+    out
+}

@@ -1,0 +1,229 @@
+//! Control messages. Each frame is a big-endian `u32` length and a JSON envelope
+//! `{"version": 1, "request": {...}}` / `{"version": 1, "response": {...}}`; a peer speaking
+//! another version gets a typed error instead of a misread message.
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+/// The protocol version spoken here.
+pub const VERSION: u32 = 1;
+
+/// What the CLI asks for.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Store and agent status.
+    Status,
+    /// Unseal the store with its passphrase and serve its keys.
+    Unlock {
+        /// The store passphrase.
+        passphrase: Zeroizing<String>,
+    },
+    /// Seal the store and stop serving its keys.
+    Seal,
+    /// Set, change or remove the store passphrase.
+    ChangePassphrase {
+        /// The current passphrase (empty when the store has none).
+        old: Zeroizing<String>,
+        /// The new one; `None` removes it.
+        new: Option<Zeroizing<String>>,
+    },
+    /// Generate a key and store it.
+    KeyGenerate {
+        /// Name (unique in the store).
+        name: String,
+        /// `rsa`, `ed25519` or `ecdsa`.
+        kind: String,
+        /// Bits (RSA: 2048, 3072, 4096).
+        bits: Option<u32>,
+        /// Comment (as `ssh-keygen -C`).
+        comment: String,
+    },
+    /// Store an existing private key, given in unencrypted OpenSSH format (the CLI decrypts).
+    KeyImport {
+        /// Name (unique in the store).
+        name: String,
+        /// Comment.
+        comment: String,
+        /// The private key, OpenSSH format, unencrypted.
+        private_openssh: Zeroizing<String>,
+    },
+    /// All stored keys.
+    KeyList,
+    /// One key, by name or id.
+    KeyShow {
+        /// Name or id.
+        key: String,
+    },
+    /// The private key in unencrypted OpenSSH format, for an explicit export.
+    KeyPrivate {
+        /// Name or id.
+        key: String,
+    },
+    /// Delete a key from the store (and unload it).
+    KeyDelete {
+        /// Name or id.
+        key: String,
+    },
+    /// Rename a key.
+    KeyRename {
+        /// Name or id.
+        key: String,
+        /// The new name.
+        new_name: String,
+    },
+    /// Change a key's comment.
+    KeyComment {
+        /// Name or id.
+        key: String,
+        /// The new comment.
+        comment: String,
+    },
+    /// Serve a stored key through the agent again (after `ssh-add -d`).
+    KeyLoad {
+        /// Name or id.
+        key: String,
+    },
+}
+
+/// A stored key as the CLI shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyView {
+    /// Id (32 hex digits).
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Comment.
+    pub comment: String,
+    /// `RSA`, `ED25519`, `ECDSA`.
+    #[serde(rename = "type")]
+    pub key_type: String,
+    /// Size in bits.
+    pub bits: u32,
+    /// `SHA256:...`.
+    pub sha256: String,
+    /// `MD5:aa:bb:...`.
+    pub md5: String,
+    /// The one-line public key (`ssh-rsa AAAA... comment`).
+    pub public: String,
+    /// Created, unix seconds.
+    pub created_at: u64,
+    /// Whether the agent serves it now (unknown when no agent runs).
+    pub loaded: Option<bool>,
+}
+
+/// Store and agent status.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StatusView {
+    /// Whether a daemon answered (false when the CLI opened the store itself).
+    pub daemon: bool,
+    /// The daemon's pid.
+    pub pid: Option<u32>,
+    /// Store directory.
+    pub store: String,
+    /// Whether a passphrase protects the store.
+    pub passphrase_set: bool,
+    /// Whether it is sealed.
+    pub sealed: bool,
+    /// Stored keys.
+    pub key_count: usize,
+    /// Stored certificates.
+    pub cert_count: usize,
+    /// Schema version.
+    pub schema_version: u32,
+    /// Keys the agent serves now (stored and `ssh-add`ed).
+    pub agent_keys: Option<usize>,
+}
+
+/// Error categories a script can act on.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// No such key or certificate.
+    NotFound,
+    /// Already exists.
+    Exists,
+    /// The store is sealed.
+    Sealed,
+    /// Wrong passphrase.
+    WrongPassphrase,
+    /// The request is invalid.
+    Invalid,
+    /// The daemon runs without a store.
+    NoStore,
+    /// Protocol version mismatch.
+    Version,
+    /// Anything else.
+    Internal,
+}
+
+/// What the daemon answers.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    /// Done.
+    Ok,
+    /// Status.
+    Status(StatusView),
+    /// One key.
+    Key(KeyView),
+    /// Keys.
+    Keys {
+        /// The keys.
+        keys: Vec<KeyView>,
+    },
+    /// A private key, OpenSSH format, unencrypted.
+    Private {
+        /// The key.
+        openssh: Zeroizing<String>,
+    },
+    /// Failure.
+    Error {
+        /// Category.
+        kind: ErrorKind,
+        /// A message a person can act on.
+        message: String,
+    },
+}
+
+/// A request with its protocol version.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RequestEnvelope {
+    /// Protocol version.
+    pub version: u32,
+    /// The request.
+    pub request: Request,
+}
+
+/// A response with its protocol version.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ResponseEnvelope {
+    /// Protocol version.
+    pub version: u32,
+    /// The response.
+    pub response: Response,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_tagged_json() {
+        let env = RequestEnvelope {
+            version: VERSION,
+            request: Request::KeyShow { key: "k".into() },
+        };
+        let json = serde_json::to_string(&env).unwrap();
+        assert_eq!(
+            json,
+            r#"{"version":1,"request":{"op":"key_show","key":"k"}}"#
+        );
+        let back: RequestEnvelope = serde_json::from_str(&json).unwrap();
+        assert!(matches!(back.request, Request::KeyShow { key } if key == "k"));
+        assert!(
+            serde_json::from_str::<RequestEnvelope>(r#"{"version":1,"request":{"op":"nope"}}"#)
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,454 @@
+//! The service layer: what every control request does, shared by the daemon (behind
+//! `control.sock`) and the CLI (which runs it on the store directly when no daemon runs).
+//!
+//! It joins the store (persistent keys) and, in the daemon, the agent's key ring (what is served):
+//! a key generated or imported is stored and served at once; unsealing serves every stored key;
+//! `ssh-add -d` unloads a stored key from the ring but never deletes it from the store.
+
+use std::sync::Arc;
+
+use ssh_key::PrivateKey;
+use zeroize::Zeroizing;
+
+use crate::agent::Keyring;
+use crate::agent::keyring::{Constraints, Entry};
+use crate::clock::Clock;
+use crate::control::proto::{ErrorKind, KeyView, Request, Response, StatusView};
+use crate::keys::fingerprint::{self, FingerprintHash};
+use crate::keys::{self, KeyError, Signer, generate};
+use crate::store::{KeyInfo, NewKey, PrivateKeyBytes, Store, StoreError};
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The store refused.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A key could not be made or used.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// A stored or submitted private key cannot be parsed.
+    #[error("private key of {what} is unreadable")]
+    BadPrivateKey {
+        /// Which key.
+        what: String,
+        /// Why.
+        #[source]
+        source: ssh_key::Error,
+    },
+    /// The daemon was started without a store.
+    #[error("this agent runs without a store (it was started with --no-store)")]
+    NoStore,
+    /// The operation needs the running agent.
+    #[error("no agent is running to serve the key: start one with `keyward start`")]
+    NoAgent,
+}
+
+impl ServiceError {
+    /// The category reported to the client.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Store(
+                StoreError::KeyNotFound(_)
+                | StoreError::KeyIdNotFound(_)
+                | StoreError::CertNotFound(_),
+            ) => ErrorKind::NotFound,
+            Self::Store(
+                StoreError::DuplicateName { .. } | StoreError::AlreadyInitialised { .. },
+            ) => ErrorKind::Exists,
+            Self::Store(StoreError::Sealed { .. }) => ErrorKind::Sealed,
+            Self::Store(StoreError::WrongPassphrase { .. }) => ErrorKind::WrongPassphrase,
+            Self::Store(StoreError::InvalidName { .. })
+            | Self::Key(_)
+            | Self::BadPrivateKey { .. } => ErrorKind::Invalid,
+            Self::NoStore | Self::NoAgent => ErrorKind::NoStore,
+            Self::Store(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+/// The whole error chain on one line, as the CLI prints it.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = c.source();
+    }
+    message
+}
+
+/// The service.
+pub struct Service {
+    store: Option<Arc<dyn Store>>,
+    keyring: Option<Arc<Keyring>>,
+    clock: Arc<dyn Clock>,
+    daemon_pid: Option<u32>,
+}
+
+impl Service {
+    /// A service for the daemon (with its key ring) or the CLI (`keyring: None`).
+    pub fn new(
+        store: Option<Arc<dyn Store>>,
+        keyring: Option<Arc<Keyring>>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let daemon_pid = keyring.as_ref().map(|_| std::process::id());
+        Self {
+            store,
+            keyring,
+            clock,
+            daemon_pid,
+        }
+    }
+
+    /// Answers one request; failures become a typed error response.
+    pub fn handle(&self, request: Request) -> Response {
+        match self.dispatch(request) {
+            Ok(response) => response,
+            Err(e) => Response::Error {
+                kind: e.kind(),
+                message: error_chain(&e),
+            },
+        }
+    }
+
+    fn store(&self) -> Result<&Arc<dyn Store>, ServiceError> {
+        self.store.as_ref().ok_or(ServiceError::NoStore)
+    }
+
+    fn dispatch(&self, request: Request) -> Result<Response, ServiceError> {
+        let now = self.clock.unix_now();
+        Ok(match request {
+            Request::Status => Response::Status(self.status()?),
+            Request::Unlock { passphrase } => {
+                self.store()?.unseal(passphrase.as_bytes())?;
+                let loaded = self.load_stored_keys()?;
+                tracing::info!(keys = loaded, "store unsealed");
+                Response::Ok
+            }
+            Request::Seal => {
+                let store = self.store()?;
+                if let Some(ring) = &self.keyring {
+                    for info in store.list_keys()? {
+                        let _ = ring.remove(&keys::public_blob(info.public.key_data())?);
+                    }
+                }
+                store.seal();
+                Response::Ok
+            }
+            Request::ChangePassphrase { old, new } => {
+                self.store()?.change_passphrase(
+                    old.as_bytes(),
+                    new.as_ref().map(|n| n.as_bytes()),
+                    crate::store::KdfParams::default(),
+                )?;
+                Response::Ok
+            }
+            Request::KeyGenerate {
+                name,
+                kind,
+                bits,
+                comment,
+            } => {
+                let spec = generate::KeySpec::parse(&kind, bits)?;
+                let key = generate::generate(spec, &comment)?;
+                Response::Key(self.put(&name, &key, now)?)
+            }
+            Request::KeyImport {
+                name,
+                comment,
+                private_openssh,
+            } => {
+                let mut key = parse_openssh(&private_openssh, &name)?;
+                key.set_comment(comment);
+                Response::Key(self.put(&name, &key, now)?)
+            }
+            other => self.key_request(other, now)?,
+        })
+    }
+
+    fn key_request(&self, request: Request, now: u64) -> Result<Response, ServiceError> {
+        Ok(match request {
+            Request::KeyList => Response::Keys {
+                keys: self
+                    .store()?
+                    .list_keys()?
+                    .iter()
+                    .map(|k| self.view(k))
+                    .collect::<Result<_, _>>()?,
+            },
+            Request::KeyShow { key } => Response::Key(self.view(&self.store()?.get_key(&key)?)?),
+            Request::KeyPrivate { key } => {
+                let store = self.store()?;
+                let info = store.get_key(&key)?;
+                let private = self.private_key(&info)?;
+                let openssh = private
+                    .to_openssh(ssh_key::LineEnding::LF)
+                    .map_err(|source| ServiceError::BadPrivateKey {
+                        what: info.name.clone(),
+                        source,
+                    })?;
+                Response::Private {
+                    openssh: Zeroizing::new(openssh.to_string()),
+                }
+            }
+            Request::KeyDelete { key } => {
+                let store = self.store()?;
+                let info = store.get_key(&key)?;
+                let view = self.view(&info)?;
+                store.delete_key(info.id)?;
+                if let Some(ring) = &self.keyring {
+                    let _ = ring.remove(&keys::public_blob(info.public.key_data())?);
+                }
+                Response::Key(view)
+            }
+            Request::KeyRename { key, new_name } => {
+                let store = self.store()?;
+                let info = store.get_key(&key)?;
+                store.rename_key(info.id, &new_name, now)?;
+                Response::Key(self.view(&store.key(info.id)?)?)
+            }
+            Request::KeyComment { key, comment } => {
+                let store = self.store()?;
+                let info = store.get_key(&key)?;
+                store.set_comment(info.id, &comment, now)?;
+                let info = store.key(info.id)?;
+                // A served key shows its new comment at once.
+                if self.is_loaded(&info)? {
+                    self.serve(&info)?;
+                }
+                Response::Key(self.view(&info)?)
+            }
+            Request::KeyLoad { key } => {
+                if self.keyring.is_none() {
+                    return Err(ServiceError::NoAgent);
+                }
+                let info = self.store()?.get_key(&key)?;
+                self.serve(&info)?;
+                Response::Key(self.view(&info)?)
+            }
+            other => unreachable!("dispatch handles {other:?}"),
+        })
+    }
+
+    fn status(&self) -> Result<StatusView, ServiceError> {
+        let status = self.store()?.status()?;
+        Ok(StatusView {
+            daemon: self.keyring.is_some(),
+            pid: self.daemon_pid,
+            store: status.path.display().to_string(),
+            passphrase_set: status.passphrase_set,
+            sealed: status.sealed,
+            key_count: status.key_count,
+            cert_count: status.cert_count,
+            schema_version: status.schema_version,
+            agent_keys: self.keyring.as_ref().map(|r| r.len()),
+        })
+    }
+
+    /// Stores a new key and, in the daemon, serves it.
+    fn put(&self, name: &str, key: &PrivateKey, now: u64) -> Result<KeyView, ServiceError> {
+        // Refuse keys the agent could not sign with before they are stored.
+        Signer::from_keypair(key.key_data())?;
+        let private = key.to_openssh(ssh_key::LineEnding::LF).map_err(|source| {
+            ServiceError::BadPrivateKey {
+                what: name.to_owned(),
+                source,
+            }
+        })?;
+        let store = self.store()?;
+        let id = store.put_key(
+            NewKey {
+                name: name.to_owned(),
+                comment: key.comment().to_owned(),
+                public: key.public_key().clone(),
+                private: PrivateKeyBytes::new(Zeroizing::new(private.as_bytes().to_vec())),
+            },
+            now,
+        )?;
+        let info = store.key(id)?;
+        if self.keyring.is_some() {
+            self.serve(&info)?;
+        }
+        self.view(&info)
+    }
+
+    fn private_key(&self, info: &KeyInfo) -> Result<PrivateKey, ServiceError> {
+        let bytes = self.store()?.private_key(info.id)?;
+        let text = std::str::from_utf8(bytes.as_bytes()).unwrap_or_default();
+        let mut key = parse_openssh(text, &info.name)?;
+        key.set_comment(info.comment.clone());
+        Ok(key)
+    }
+
+    /// Puts a stored key into the agent's key ring.
+    fn serve(&self, info: &KeyInfo) -> Result<(), ServiceError> {
+        let Some(ring) = &self.keyring else {
+            return Ok(());
+        };
+        let key = self.private_key(info)?;
+        let entry = Entry {
+            blob: keys::public_blob(info.public.key_data())?,
+            comment: info.comment.clone(),
+            signer: Signer::from_keypair(key.key_data())?,
+            constraints: Constraints::default(),
+        };
+        // A locked agent refuses; the key is served after unlock and restart.
+        let _ = ring.add(entry);
+        Ok(())
+    }
+
+    fn is_loaded(&self, info: &KeyInfo) -> Result<bool, ServiceError> {
+        Ok(match &self.keyring {
+            Some(ring) => ring
+                .find(
+                    &keys::public_blob(info.public.key_data())?,
+                    self.clock.boot_now(),
+                )
+                .is_some(),
+            None => false,
+        })
+    }
+
+    /// Serves every stored key (at start-up when unsealed, and after an unlock); returns how many.
+    pub fn load_stored_keys(&self) -> Result<usize, ServiceError> {
+        let store = self.store()?;
+        if store.is_sealed() || self.keyring.is_none() {
+            return Ok(0);
+        }
+        let mut n = 0;
+        for info in store.list_keys()? {
+            match self.serve(&info) {
+                Ok(()) => n += 1,
+                Err(e) => {
+                    tracing::warn!(key = %info.name, error = %error_chain(&e), "cannot serve stored key");
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    fn view(&self, info: &KeyInfo) -> Result<KeyView, ServiceError> {
+        let data = info.public.key_data();
+        let mut public = info.public.clone();
+        public.set_comment(info.comment.clone());
+        Ok(KeyView {
+            id: info.id.to_string(),
+            name: info.name.clone(),
+            comment: info.comment.clone(),
+            key_type: fingerprint::type_label(data).to_owned(),
+            bits: fingerprint::bits(data),
+            sha256: fingerprint::fingerprint(data, FingerprintHash::Sha256)?,
+            md5: fingerprint::fingerprint(data, FingerprintHash::Md5)?,
+            public: public
+                .to_openssh()
+                .map_err(|source| ServiceError::BadPrivateKey {
+                    what: info.name.clone(),
+                    source,
+                })?,
+            created_at: info.created_at,
+            loaded: self
+                .keyring
+                .as_ref()
+                .map(|_| self.is_loaded(info))
+                .transpose()?,
+        })
+    }
+}
+
+fn parse_openssh(text: &str, what: &str) -> Result<PrivateKey, ServiceError> {
+    let key = PrivateKey::from_openssh(text).map_err(|source| ServiceError::BadPrivateKey {
+        what: what.to_owned(),
+        source,
+    })?;
+    if key.is_encrypted() {
+        return Err(ServiceError::Key(KeyError::Unsupported(
+            "an encrypted private key here (decrypt it first)".into(),
+        )));
+    }
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::store::{KdfParams, SledStore};
+
+    fn service(dir: &std::path::Path, ring: Option<Arc<Keyring>>) -> Service {
+        let store = SledStore::init(dir, None, KdfParams::insecure_fast()).unwrap();
+        Service::new(Some(Arc::new(store)), ring, Arc::new(SystemClock))
+    }
+
+    fn generate(name: &str) -> Request {
+        Request::KeyGenerate {
+            name: name.into(),
+            kind: "ed25519".into(),
+            bits: None,
+            comment: "me@host".into(),
+        }
+    }
+
+    #[test]
+    fn generated_keys_are_stored_served_and_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = Arc::new(Keyring::new());
+        let svc = service(&dir.path().join("s"), Some(Arc::clone(&ring)));
+        let Response::Key(view) = svc.handle(generate("work")) else {
+            panic!("generate failed")
+        };
+        assert_eq!(view.loaded, Some(true));
+        assert!(view.public.starts_with("ssh-ed25519 ") && view.public.ends_with(" me@host"));
+        assert_eq!(ring.len(), 1);
+        let Response::Error { kind, message } = svc.handle(generate("work")) else {
+            panic!("duplicate accepted")
+        };
+        assert_eq!(kind, ErrorKind::Exists);
+        assert!(message.contains("work"), "{message}");
+        let Response::Private { openssh } = svc.handle(Request::KeyPrivate { key: "work".into() })
+        else {
+            panic!("no private key")
+        };
+        assert!(openssh.contains("BEGIN OPENSSH PRIVATE KEY"));
+        assert!(matches!(
+            svc.handle(Request::KeyDelete { key: "work".into() }),
+            Response::Key(_)
+        ));
+        assert_eq!(ring.len(), 0);
+        let Response::Error { kind, .. } = svc.handle(Request::KeyShow { key: "work".into() })
+        else {
+            panic!("deleted key still shown")
+        };
+        assert_eq!(kind, ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn bad_imports_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(&dir.path().join("s"), None);
+        let r = svc.handle(Request::KeyImport {
+            name: "x".into(),
+            comment: String::new(),
+            private_openssh: Zeroizing::new("garbage".into()),
+        });
+        assert!(
+            matches!(
+                r,
+                Response::Error {
+                    kind: ErrorKind::Invalid,
+                    ..
+                }
+            ),
+            "{r:?}"
+        );
+        let Response::Keys { keys } = svc.handle(Request::KeyList) else {
+            panic!()
+        };
+        assert!(keys.is_empty());
+    }
+}
