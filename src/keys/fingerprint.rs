@@ -24,7 +24,9 @@ impl std::str::FromStr for FingerprintHash {
         match s.to_ascii_lowercase().as_str() {
             "sha256" => Ok(Self::Sha256),
             "md5" => Ok(Self::Md5),
-            other => Err(format!("unknown fingerprint hash {other:?} (use sha256 or md5)")),
+            other => Err(format!(
+                "unknown fingerprint hash {other:?} (use sha256 or md5)"
+            )),
         }
     }
 }
@@ -95,7 +97,11 @@ mod tests {
             .arg(path)
             .output()
             .expect("ssh-keygen must be installed (apt-get install openssh-client)");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap().trim_end().to_owned()
     }
 
@@ -111,8 +117,14 @@ mod tests {
             let public = key.public_key();
             let path = dir.path().join("k.pub");
             std::fs::write(&path, public.to_openssh().unwrap()).unwrap();
-            for (hash, name) in [(FingerprintHash::Sha256, "sha256"), (FingerprintHash::Md5, "md5")] {
-                assert_eq!(fingerprint_line(public, hash).unwrap(), ssh_keygen_line(&path, name));
+            for (hash, name) in [
+                (FingerprintHash::Sha256, "sha256"),
+                (FingerprintHash::Md5, "md5"),
+            ] {
+                assert_eq!(
+                    fingerprint_line(public, hash).unwrap(),
+                    ssh_keygen_line(&path, name)
+                );
             }
         }
         assert_eq!("MD5".parse::<FingerprintHash>(), Ok(FingerprintHash::Md5));

@@ -95,7 +95,10 @@ mod tests {
     #[test]
     fn parses_specs_with_ssh_keygen_defaults() {
         assert_eq!(KeySpec::parse("rsa", None).unwrap(), KeySpec::Rsa(2048));
-        assert_eq!(KeySpec::parse("RSA", Some(4096)).unwrap(), KeySpec::Rsa(4096));
+        assert_eq!(
+            KeySpec::parse("RSA", Some(4096)).unwrap(),
+            KeySpec::Rsa(4096)
+        );
         assert_eq!(KeySpec::parse("ed25519", None).unwrap(), KeySpec::Ed25519);
         assert!(KeySpec::parse("rsa", Some(1024)).is_err());
         assert!(KeySpec::parse("dsa", None).is_err());

@@ -5,8 +5,8 @@
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use rsa::pkcs1::DecodeRsaPrivateKey;
 use rsa::pkcs8::DecodePrivateKey;
-use ssh_key::private::{EcdsaKeypair, Ed25519Keypair, KeypairData, RsaKeypair};
 use ssh_key::PrivateKey;
+use ssh_key::private::{EcdsaKeypair, Ed25519Keypair, KeypairData, RsaKeypair};
 
 /// Why a key file could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -23,9 +23,7 @@ pub enum ImportError {
     )]
     LegacyEncryptedPem,
     /// Nothing we recognise.
-    #[error(
-        "not a private key in a known format (OpenSSH, PKCS#1 or PKCS#8 PEM, SEC1 EC PEM)"
-    )]
+    #[error("not a private key in a known format (OpenSSH, PKCS#1 or PKCS#8 PEM, SEC1 EC PEM)")]
     Unrecognized,
     /// Recognised but malformed.
     #[error("malformed {format} key: {reason}")]
@@ -49,7 +47,8 @@ pub fn is_encrypted(text: &str) -> bool {
     if text.contains("-----BEGIN OPENSSH PRIVATE KEY-----") {
         return PrivateKey::from_openssh(text).is_ok_and(|k| k.is_encrypted());
     }
-    text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") || text.contains("Proc-Type: 4,ENCRYPTED")
+    text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        || text.contains("Proc-Type: 4,ENCRYPTED")
 }
 
 /// Parses a private key; `passphrase` is used only if the key is encrypted. A comment found in
@@ -83,8 +82,8 @@ pub fn parse_private_key(text: &str, passphrase: Option<&[u8]>) -> Result<Privat
             .map_err(|_| ImportError::WrongPassphrase)?;
         pkcs8_keypair(plain.as_bytes())?
     } else if text.contains("-----BEGIN PRIVATE KEY-----") {
-        let (_, doc) = pkcs8::SecretDocument::from_pem(text.trim())
-            .map_err(|e| malformed("PKCS#8")(&e))?;
+        let (_, doc) =
+            pkcs8::SecretDocument::from_pem(text.trim()).map_err(|e| malformed("PKCS#8")(&e))?;
         pkcs8_keypair(doc.as_bytes())?
     } else if text.contains("-----BEGIN EC PRIVATE KEY-----") {
         let secret = p256::SecretKey::from_sec1_pem(text).map_err(|e| malformed("SEC1 EC")(&e))?;
@@ -133,8 +132,15 @@ mod tests {
     use std::process::Command;
 
     fn run(cmd: &mut Command) {
-        let out = cmd.output().expect("openssh-client and openssl must be installed");
-        assert!(out.status.success(), "{:?}: {}", cmd, String::from_utf8_lossy(&out.stderr));
+        let out = cmd
+            .output()
+            .expect("openssh-client and openssl must be installed");
+        assert!(
+            out.status.success(),
+            "{:?}: {}",
+            cmd,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// A key made by the real tools, in every format we accept, must import to the same public key.
@@ -143,34 +149,95 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let key = d.join("id_rsa");
-        run(Command::new("ssh-keygen").args(["-q", "-t", "rsa", "-b", "2048", "-N", "", "-C", "c"]).arg("-f").arg(&key));
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-t", "rsa", "-b", "2048", "-N", "", "-C", "c"])
+            .arg("-f")
+            .arg(&key));
         let public = std::fs::read_to_string(d.join("id_rsa.pub")).unwrap();
         let public = ssh_key::PublicKey::from_openssh(&public).unwrap();
         let openssh = std::fs::read_to_string(&key).unwrap();
-        assert_eq!(parse_private_key(&openssh, None).unwrap().public_key(), &public);
+        assert_eq!(
+            parse_private_key(&openssh, None).unwrap().public_key(),
+            &public
+        );
 
-        run(Command::new("ssh-keygen").args(["-q", "-p", "-N", "pw", "-P", ""]).arg("-f").arg(&key));
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-p", "-N", "pw", "-P", ""])
+            .arg("-f")
+            .arg(&key));
         let encrypted = std::fs::read_to_string(&key).unwrap();
         assert!(is_encrypted(&encrypted));
-        assert!(matches!(parse_private_key(&encrypted, None), Err(ImportError::NeedsPassphrase)));
-        assert!(matches!(parse_private_key(&encrypted, Some(b"no")), Err(ImportError::WrongPassphrase)));
-        assert_eq!(parse_private_key(&encrypted, Some(b"pw")).unwrap().public_key().key_data(), public.key_data());
+        assert!(matches!(
+            parse_private_key(&encrypted, None),
+            Err(ImportError::NeedsPassphrase)
+        ));
+        assert!(matches!(
+            parse_private_key(&encrypted, Some(b"no")),
+            Err(ImportError::WrongPassphrase)
+        ));
+        assert_eq!(
+            parse_private_key(&encrypted, Some(b"pw"))
+                .unwrap()
+                .public_key()
+                .key_data(),
+            public.key_data()
+        );
 
-        run(Command::new("ssh-keygen").args(["-q", "-p", "-m", "PEM", "-N", "", "-P", "pw"]).arg("-f").arg(&key));
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-p", "-m", "PEM", "-N", "", "-P", "pw"])
+            .arg("-f")
+            .arg(&key));
         let pkcs1 = std::fs::read_to_string(&key).unwrap();
         assert!(pkcs1.contains("BEGIN RSA PRIVATE KEY"));
-        assert_eq!(parse_private_key(&pkcs1, None).unwrap().public_key().key_data(), public.key_data());
+        assert_eq!(
+            parse_private_key(&pkcs1, None)
+                .unwrap()
+                .public_key()
+                .key_data(),
+            public.key_data()
+        );
 
         let p8 = d.join("p8.pem");
-        run(Command::new("openssl").args(["pkcs8", "-topk8", "-nocrypt", "-in"]).arg(&key).arg("-out").arg(&p8));
+        run(Command::new("openssl")
+            .args(["pkcs8", "-topk8", "-nocrypt", "-in"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&p8));
         let pkcs8 = std::fs::read_to_string(&p8).unwrap();
-        assert_eq!(parse_private_key(&pkcs8, None).unwrap().public_key().key_data(), public.key_data());
+        assert_eq!(
+            parse_private_key(&pkcs8, None)
+                .unwrap()
+                .public_key()
+                .key_data(),
+            public.key_data()
+        );
 
-        run(Command::new("openssl").args(["pkcs8", "-topk8", "-v2", "aes-256-cbc", "-passout", "pass:pw", "-in"]).arg(&key).arg("-out").arg(&p8));
+        run(Command::new("openssl")
+            .args([
+                "pkcs8",
+                "-topk8",
+                "-v2",
+                "aes-256-cbc",
+                "-passout",
+                "pass:pw",
+                "-in",
+            ])
+            .arg(&key)
+            .arg("-out")
+            .arg(&p8));
         let enc8 = std::fs::read_to_string(&p8).unwrap();
         assert!(is_encrypted(&enc8));
-        assert_eq!(parse_private_key(&enc8, Some(b"pw")).unwrap().public_key().key_data(), public.key_data());
-        assert!(matches!(parse_private_key(&enc8, Some(b"x")), Err(ImportError::WrongPassphrase)));
+        assert_eq!(
+            parse_private_key(&enc8, Some(b"pw"))
+                .unwrap()
+                .public_key()
+                .key_data(),
+            public.key_data()
+        );
+        assert!(matches!(
+            parse_private_key(&enc8, Some(b"x")),
+            Err(ImportError::WrongPassphrase)
+        ));
     }
 
     #[test]
@@ -192,10 +259,20 @@ mod tests {
 
     #[test]
     fn rejects_garbage_clearly() {
-        assert!(matches!(parse_private_key("hello", None), Err(ImportError::Unrecognized)));
-        let broken = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
-        assert!(matches!(parse_private_key(broken, None), Err(ImportError::Malformed { .. })));
+        assert!(matches!(
+            parse_private_key("hello", None),
+            Err(ImportError::Unrecognized)
+        ));
+        let broken =
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
+        assert!(matches!(
+            parse_private_key(broken, None),
+            Err(ImportError::Malformed { .. })
+        ));
         let legacy = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n";
-        assert!(matches!(parse_private_key(legacy, None), Err(ImportError::LegacyEncryptedPem)));
+        assert!(matches!(
+            parse_private_key(legacy, None),
+            Err(ImportError::LegacyEncryptedPem)
+        ));
     }
 }

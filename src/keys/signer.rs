@@ -286,10 +286,13 @@ mod tests {
         use rsa::pkcs1v15::{Signature, VerifyingKey};
         let key = rsa_key();
         let signer = Signer::from_keypair(key.key_data()).unwrap();
-        let public = rsa::RsaPublicKey::from_pkcs1_der(&signer.rsa_public_pkcs1_der().unwrap()).unwrap();
+        let public =
+            rsa::RsaPublicKey::from_pkcs1_der(&signer.rsa_public_pkcs1_der().unwrap()).unwrap();
         let sig = signer.rsa_pkcs1_sha256(b"tbs").unwrap();
         let sig = Signature::try_from(sig.as_slice()).unwrap();
-        VerifyingKey::<sha2::Sha256>::new(public).verify(b"tbs", &sig).unwrap();
+        VerifyingKey::<sha2::Sha256>::new(public)
+            .verify(b"tbs", &sig)
+            .unwrap();
         let ed = PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519).unwrap();
         let ed = Signer::from_keypair(ed.key_data()).unwrap();
         assert!(ed.rsa_pkcs1_sha256(b"x").is_err());
