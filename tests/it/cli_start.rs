@@ -79,7 +79,11 @@ fn assert_stopped(pid: u32, socket: &Path) {
         poll_until(HANG_GUARD, || !pid_alive(pid)),
         "agent {pid} still running after stop"
     );
-    assert!(!socket.exists(), "socket {} removed", socket.display());
+    assert!(
+        !socket.exists(),
+        "agent {pid} exited but left its socket {} (killed before its SIGTERM handler ran?)",
+        socket.display()
+    );
 }
 
 #[test]
