@@ -292,12 +292,12 @@ impl Service {
             return Ok(());
         };
         let key = self.private_key(info)?;
-        let entry = Entry {
-            blob: keys::public_blob(info.public.key_data())?,
-            comment: info.comment.clone(),
-            signer: Signer::from_keypair(key.key_data())?,
-            constraints: Constraints::default(),
-        };
+        let entry = Entry::new(
+            info.public.key_data(),
+            info.comment.clone(),
+            Signer::from_keypair(key.key_data())?,
+            Constraints::default(),
+        )?;
         // A locked agent refuses; the key is served after unlock and restart.
         let _ = ring.add(entry);
         Ok(())

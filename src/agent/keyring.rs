@@ -30,12 +30,32 @@ pub struct Constraints {
 pub struct Entry {
     /// The public key blob, by which clients name the key.
     pub blob: Vec<u8>,
+    /// `SHA256:...`, computed once for logs, prompts and audit.
+    pub fingerprint: String,
     /// The comment shown by `ssh-add -l`.
     pub comment: String,
     /// The private half.
     pub signer: Signer,
     /// Use constraints.
     pub constraints: Constraints,
+}
+
+impl Entry {
+    /// An entry for `public`, whose private half is `signer`.
+    pub fn new(
+        public: &ssh_key::public::KeyData,
+        comment: String,
+        signer: Signer,
+        constraints: Constraints,
+    ) -> Result<Self, crate::keys::KeyError> {
+        Ok(Self {
+            blob: crate::keys::public_blob(public)?,
+            fingerprint: public.fingerprint(ssh_key::HashAlg::Sha256).to_string(),
+            comment,
+            signer,
+            constraints,
+        })
+    }
 }
 
 /// Why the key ring refused a change.
@@ -309,15 +329,16 @@ mod tests {
 
     fn entry(expires: Option<u64>) -> Entry {
         let key = PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519).unwrap();
-        Entry {
-            blob: crate::keys::public_blob(key.public_key().key_data()).unwrap(),
-            comment: "c".into(),
-            signer: Signer::from_keypair(key.key_data()).unwrap(),
-            constraints: Constraints {
+        Entry::new(
+            key.public_key().key_data(),
+            "c".into(),
+            Signer::from_keypair(key.key_data()).unwrap(),
+            Constraints {
                 expires: expires.map(Duration::from_secs),
                 confirm: false,
             },
-        }
+        )
+        .unwrap()
     }
 
     const T0: Duration = Duration::from_secs(100);

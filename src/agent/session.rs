@@ -10,7 +10,7 @@ use ssh_agent_lib::proto::{
     SignRequest,
 };
 use ssh_encoding::Decode;
-use ssh_key::HashAlg;
+use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
 use crate::agent::bind::Bindings;
@@ -31,6 +31,26 @@ pub struct AgentConfig {
     pub askpass: Option<PathBuf>,
     /// Lifetime given to keys added without one (`keyward-agent -t`).
     pub default_lifetime: Option<Duration>,
+    /// One slot per core for private-key operations: signatures queue here in arrival order
+    /// instead of piling threads onto the cores (which only lengthens the tail).
+    sign_slots: Semaphore,
+}
+
+impl AgentConfig {
+    /// Settings with a signing slot per available core.
+    pub fn new(
+        clock: Arc<dyn Clock>,
+        askpass: Option<PathBuf>,
+        default_lifetime: Option<Duration>,
+    ) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        Self {
+            clock,
+            askpass,
+            default_lifetime,
+            sign_slots: Semaphore::new(cores),
+        }
+    }
 }
 
 /// Who is on the other end of a connection, from the kernel.
@@ -133,7 +153,7 @@ impl Session {
             tracing::debug!("sign request for a key the agent does not hold");
             return Reply::FAILURE;
         };
-        let fingerprint = req.credential.key_data().fingerprint(HashAlg::Sha256);
+        let fingerprint = entry.fingerprint.clone();
         if entry.constraints.confirm {
             let prompt = format!(
                 "Allow use of key {}?\nKey fingerprint {fingerprint}.",
@@ -146,7 +166,11 @@ impl Session {
         }
         let flags = req.flags;
         let data = req.data;
-        // RSA signing takes a few hundred microseconds: keep it off the I/O threads.
+        // RSA signing takes a few hundred microseconds: keep it off the I/O threads, one
+        // signature per core at a time.
+        let Ok(_slot) = self.config.sign_slots.acquire().await else {
+            return Reply::FAILURE;
+        };
         let signed = tokio::task::spawn_blocking(move || entry.signer.sign(&data, flags)).await;
         match signed {
             Ok(Ok(signature)) => {
@@ -182,16 +206,10 @@ impl Session {
             return Reply::FAILURE;
         };
         drop(privkey);
-        let Ok(blob) = keys::public_blob(&public) else {
+        let Ok(entry) = Entry::new(&public, comment, signer, constraints) else {
             return Reply::FAILURE;
         };
-        let entry = Entry {
-            blob,
-            comment,
-            signer,
-            constraints,
-        };
-        tracing::info!(fingerprint = %public.fingerprint(HashAlg::Sha256), pid = ?self.peer.pid, "key added");
+        tracing::info!(fingerprint = %entry.fingerprint, pid = ?self.peer.pid, "key added");
         Reply::status(self.keyring.add(entry).is_ok())
     }
 
@@ -273,11 +291,11 @@ mod tests {
 
     fn fixture() -> Fixture {
         let clock = Arc::new(ManualClock::new(Duration::from_secs(1_000), 1_700_000_000));
-        let config = Arc::new(AgentConfig {
-            clock: Arc::clone(&clock) as Arc<dyn Clock>,
-            askpass: None,
-            default_lifetime: None,
-        });
+        let config = Arc::new(AgentConfig::new(
+            Arc::clone(&clock) as Arc<dyn Clock>,
+            None,
+            None,
+        ));
         let session = Session::new(Arc::new(Keyring::new()), config, Peer::default());
         Fixture { clock, session }
     }

@@ -131,79 +131,94 @@ fn serve(args: &Args, socket_path: &std::path::Path) -> anyhow::Result<()> {
     for failure in harden::harden_process() {
         tracing::warn!("process hardening not applied: {failure}");
     }
-    let listener = socket::bind(socket_path)?;
-    listener.set_nonblocking(true)?;
-    let inode = socket::inode(socket_path);
-    let store = open_store(args)?;
-    let control_path = keyward::control::control_socket_for(socket_path);
-    let control = match &store {
-        Some(_) => {
-            let control = socket::bind(&control_path)?;
-            control.set_nonblocking(true)?;
-            Some((control, socket::inode(&control_path)))
-        }
-        None => None,
-    };
-    let config = Arc::new(AgentConfig {
-        clock: Arc::new(SystemClock),
-        askpass: args
-            .askpass
-            .clone()
-            .or_else(|| std::env::var_os("SSH_ASKPASS").map(PathBuf::from)),
-        default_lifetime: args.lifetime,
-    });
-    let keyring = Arc::new(Keyring::new());
-    let service = Arc::new(Service::new(
-        store,
-        Some(Arc::clone(&keyring)),
-        Arc::clone(&config.clock),
-    ));
-    if let Some(file) = &args.passphrase_file {
-        let passphrase = read_passphrase_file(file)?;
-        if let Response::Error { message, .. } = service.handle(Request::Unlock { passphrase }) {
-            anyhow::bail!("cannot unseal the store: {message}");
-        }
-    }
-    let served = service.load_stored_keys().unwrap_or(0);
-    let deps = daemon::Deps { keyring, config };
-    let control_inode = control.as_ref().and_then(|(_, inode)| *inode);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        let listener = tokio::net::UnixListener::from_std(listener)?;
-        tracing::info!(socket = %socket_path.display(), pid = std::process::id(), stored_keys = served, "keyward-agent serving");
+    let sockets = runtime.block_on(async {
+        // Signal handlers first: a SIGTERM that arrives right after the socket accepts must stop
+        // us cleanly, not kill us with the socket left behind.
         let shutdown = shutdown_signal()?;
+        // Refuse early, before touching the store another agent may hold.
+        if launch::running_agent(socket_path).is_some() {
+            return Err(socket::SocketError::AlreadyListening(socket_path.to_owned()).into());
+        }
+        let store = open_store(args)?;
+        let control_path = keyward::control::control_socket_for(socket_path);
+        let control = match &store {
+            Some(_) => Some(tokio::net::UnixListener::from_std(nonblocking(socket::bind(
+                &control_path,
+            )?)?)?),
+            None => None,
+        };
+        let config = Arc::new(AgentConfig::new(
+            Arc::new(SystemClock),
+            args.askpass
+                .clone()
+                .or_else(|| std::env::var_os("SSH_ASKPASS").map(PathBuf::from)),
+            args.lifetime,
+        ));
+        let keyring = Arc::new(Keyring::new());
+        let service = Arc::new(Service::new(
+            store,
+            Some(Arc::clone(&keyring)),
+            Arc::clone(&config.clock),
+        ));
+        if let Some(file) = &args.passphrase_file {
+            let passphrase = read_passphrase_file(file)?;
+            if let Response::Error { message, .. } = service.handle(Request::Unlock { passphrase }) {
+                anyhow::bail!("cannot unseal the store: {message}");
+            }
+        }
+        let served = service.load_stored_keys().unwrap_or(0);
+        // The agent socket last: once it accepts, everything behind it is ready.
+        let listener = tokio::net::UnixListener::from_std(nonblocking(socket::bind(socket_path)?)?)?;
+        let sockets = Sockets {
+            agent: (socket_path.to_owned(), socket::inode(socket_path)),
+            control: control
+                .as_ref()
+                .map(|_| (control_path.clone(), socket::inode(&control_path))),
+        };
+        let deps = daemon::Deps { keyring, config };
+        tracing::info!(socket = %socket_path.display(), pid = std::process::id(), stored_keys = served, "keyward-agent serving");
         match control {
-            Some((control, _)) => {
-                let control = tokio::net::UnixListener::from_std(control)?;
-                let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-                let mut stop_rx2 = stop_rx.clone();
+            Some(control) => {
+                let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
                 let control_task = tokio::spawn(keyward::control::server::run(
                     control,
                     async move {
-                        let _ = stop_rx2.wait_for(|s| *s).await;
+                        let _ = stop_rx.wait_for(|s| *s).await;
                     },
                     service,
                 ));
                 daemon::run(listener, shutdown, deps).await;
                 let _ = stop_tx.send(true);
-                drop(stop_rx);
                 let _ = control_task.await;
             }
             None => daemon::run(listener, shutdown, deps).await,
         }
-        anyhow::Ok(())
+        anyhow::Ok(sockets)
     })?;
-    if let Some(inode) = inode {
-        socket::remove_if_ours(socket_path, inode);
-    }
-    if let Some(inode) = control_inode {
-        socket::remove_if_ours(&control_path, inode);
+    for (path, inode) in [Some(sockets.agent), sockets.control].into_iter().flatten() {
+        if let Some(inode) = inode {
+            socket::remove_if_ours(&path, inode);
+        }
     }
     tracing::info!("keyward-agent stopped");
     Ok(())
+}
+
+/// The sockets to remove at exit, with the inodes we bound.
+struct Sockets {
+    agent: (PathBuf, Option<u64>),
+    control: Option<(PathBuf, Option<u64>)>,
+}
+
+fn nonblocking(
+    listener: std::os::unix::net::UnixListener,
+) -> std::io::Result<std::os::unix::net::UnixListener> {
+    listener.set_nonblocking(true)?;
+    Ok(listener)
 }
 
 /// Opens the store (creating it without a passphrase on first use) unless `--no-store`.
@@ -211,21 +226,29 @@ fn open_store(args: &Args) -> anyhow::Result<Option<Arc<dyn Store>>> {
     if args.no_store {
         return Ok(None);
     }
+    let explicit = args.store.is_some();
     let Some(dir) = args.store.clone().or_else(paths::default_store_dir) else {
         tracing::warn!(
             "no store directory (set --store, KEYWARD_STORE or HOME): serving ssh-add keys only"
         );
         return Ok(None);
     };
-    let store = match SledStore::open(&dir) {
+    let opened = match SledStore::open(&dir) {
         Err(StoreError::NotInitialised { .. }) => {
             tracing::warn!(store = %dir.display(), "creating a store without a passphrase (set one with `keyward passwd`)");
             SledStore::init(&dir, None, KdfParams::default())
         }
         other => other,
+    };
+    match opened {
+        Ok(store) => Ok(Some(Arc::new(store))),
+        // A default location we cannot use must not stop the agent; a chosen one must.
+        Err(e) if !explicit && matches!(e, StoreError::Dir { .. } | StoreError::Open { .. }) => {
+            tracing::warn!(store = %dir.display(), error = %keyward::service::error_chain(&e), "cannot use the default store: serving ssh-add keys only");
+            Ok(None)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot open the store at {}", dir.display())),
     }
-    .with_context(|| format!("cannot open the store at {}", dir.display()))?;
-    Ok(Some(Arc::new(store)))
 }
 
 /// Reads a passphrase file (a trailing newline is not part of the passphrase).
