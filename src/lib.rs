@@ -13,6 +13,8 @@ pub mod harden;
 pub mod keys;
 pub mod launch;
 pub mod paths;
+pub mod rotation;
+pub mod scheduler;
 pub mod service;
 pub mod socket;
 pub mod store;

@@ -184,6 +184,11 @@ fn serve(args: &Args, socket_path: &std::path::Path) -> anyhow::Result<()> {
         match control {
             Some(control) => {
                 let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+                // Certificates renew themselves while the agent runs.
+                let scheduler = tokio::spawn(keyward::scheduler::run(
+                    Arc::clone(&service),
+                    Arc::new(SystemClock),
+                ));
                 let control_task = tokio::spawn(keyward::control::server::run(
                     control,
                     async move {
@@ -194,6 +199,7 @@ fn serve(args: &Args, socket_path: &std::path::Path) -> anyhow::Result<()> {
                 daemon::run(listener, shutdown, deps).await;
                 let _ = stop_tx.send(true);
                 let _ = control_task.await;
+                scheduler.abort();
             }
             None => daemon::run(listener, shutdown, deps).await,
         }

@@ -3,6 +3,7 @@
 //! Every store command is a control [`Request`]: sent to the running daemon when one answers on
 //! the control socket, otherwise run by the same [`Service`] on the store opened here.
 
+pub mod certs;
 pub mod keys;
 pub mod passphrase;
 

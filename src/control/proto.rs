@@ -84,6 +84,82 @@ pub enum Request {
         /// Name or id.
         key: String,
     },
+    /// Make a self-signed X.509 certificate from a stored RSA key.
+    CertCreate {
+        /// Name or id of the key.
+        key: String,
+        /// `CN=...,O=...,OU=...` (default: `CN=<key name>`).
+        subject: Option<String>,
+        /// Validity in days.
+        days: u32,
+    },
+    /// Track a certificate made elsewhere (PEM).
+    CertImport {
+        /// The certificate, PEM.
+        pem: String,
+    },
+    /// Certificates (active ones, or all with superseded and expired).
+    CertList {
+        /// Include superseded and expired certificates.
+        all: bool,
+    },
+    /// One certificate, by id or unique id prefix.
+    CertShow {
+        /// Id or prefix.
+        cert: String,
+    },
+    /// Renew a certificate now.
+    CertRenew {
+        /// Id or prefix.
+        cert: String,
+    },
+    /// Show (`policy: None`) or replace a certificate's renewal policy.
+    CertPolicy {
+        /// Id or prefix.
+        cert: String,
+        /// The new policy.
+        policy: Option<crate::rotation::RenewalPolicy>,
+    },
+    /// Active certificates that expire within `within` seconds.
+    CertCheck {
+        /// The window, in seconds.
+        within: u64,
+    },
+}
+
+/// A certificate as the CLI shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CertView {
+    /// Id (32 hex digits).
+    pub id: String,
+    /// The stored key it certifies (name), if any.
+    pub key: Option<String>,
+    /// Subject, e.g. `CN=web01, O=Example`.
+    pub subject: String,
+    /// Serial, upper-case hex.
+    pub serial: String,
+    /// Start of validity, unix seconds.
+    pub not_before: u64,
+    /// End of validity, unix seconds.
+    pub not_after: u64,
+    /// End of validity, RFC 3339 UTC.
+    pub expires: String,
+    /// Whole days until expiry (negative once expired).
+    pub days_left: i64,
+    /// `valid`, `expiring`, `expired` or `superseded`.
+    pub state: String,
+    /// SHA-1 thumbprint, upper-case hex (what management portals show).
+    pub sha1_thumbprint: String,
+    /// SHA-256 fingerprint, colon-separated upper-case hex.
+    pub sha256_fingerprint: String,
+    /// `issued` or `imported`.
+    pub origin: String,
+    /// The certificate that replaced it, if superseded.
+    pub superseded_by: Option<String>,
+    /// The renewal policy in force.
+    pub renewal: crate::rotation::RenewalPolicy,
+    /// The certificate, PEM.
+    pub pem: String,
 }
 
 /// A stored key as the CLI shows it.
@@ -171,6 +247,13 @@ pub enum Response {
     Keys {
         /// The keys.
         keys: Vec<KeyView>,
+    },
+    /// One certificate.
+    Cert(Box<CertView>),
+    /// Certificates.
+    Certs {
+        /// The certificates.
+        certs: Vec<CertView>,
     },
     /// A private key, OpenSSH format, unencrypted.
     Private {

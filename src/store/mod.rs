@@ -100,6 +100,14 @@ pub trait CertStore {
     fn mark_superseded(&self, id: CertId, by: Option<CertId>, at: u64) -> Result<()>;
     /// Deletes a certificate and its index entry.
     fn delete_cert(&self, id: CertId) -> Result<()>;
+    /// Sets the renewal policy of a certificate (a JSON document owned by the rotation code).
+    fn put_renewal(&self, id: CertId, policy: &serde_json::Value) -> Result<()>;
+    /// The first active certificate with `not_after >= t`, in expiry order.
+    fn first_due_from(&self, t: u64) -> Result<Option<DueCert>>;
+    /// The renewal policy of a certificate, if one was set.
+    fn get_renewal(&self, id: CertId) -> Result<Option<serde_json::Value>>;
+    /// Every renewal policy (few: one per certificate whose owner set one).
+    fn renewals(&self) -> Result<Vec<(CertId, serde_json::Value)>>;
 }
 
 /// Per-key policy documents. Their schema belongs to the policy module; the store keeps them

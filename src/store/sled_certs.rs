@@ -10,7 +10,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionalTree, abort};
 
 use super::CertStore;
 use super::error::{CorruptError, Result, StoreError};
-use super::records::{CERT_V, CertRec, decode, encode, what};
+use super::records::{CERT_V, CertRec, POLICY_V, decode, encode, what};
 use super::sled_store::{SledStore, tx};
 use super::types::{CertId, CertRecord, CertStatus, DueCert};
 
@@ -175,13 +175,57 @@ impl CertStore for SledStore {
     }
 
     fn delete_cert(&self, id: CertId) -> Result<()> {
-        tx((&self.t.certs, &self.t.expiry).transaction(|(c, e)| {
-            if unindex(c, e, id)?.is_none() {
+        tx(
+            (&self.t.certs, &self.t.expiry, &self.t.renewals).transaction(|(c, e, r)| {
+                if unindex(c, e, id)?.is_none() {
+                    return fail(StoreError::CertNotFound(id));
+                }
+                c.remove(id.as_bytes())?;
+                r.remove(id.as_bytes())?;
+                Ok(())
+            }),
+        )?;
+        self.flush()
+    }
+
+    fn put_renewal(&self, id: CertId, policy: &serde_json::Value) -> Result<()> {
+        let bytes = encode(POLICY_V, policy);
+        tx((&self.t.certs, &self.t.renewals).transaction(|(c, r)| {
+            if c.get(id.as_bytes())?.is_none() {
                 return fail(StoreError::CertNotFound(id));
             }
-            c.remove(id.as_bytes())?;
+            r.insert(id.as_bytes(), bytes.as_slice())?;
             Ok(())
         }))?;
         self.flush()
+    }
+
+    fn first_due_from(&self, t: u64) -> Result<Option<DueCert>> {
+        self.t
+            .expiry
+            .range(t.to_be_bytes()..)
+            .next()
+            .transpose()?
+            .map(|(k, _)| parse_index_key(&k))
+            .transpose()
+    }
+
+    fn get_renewal(&self, id: CertId) -> Result<Option<serde_json::Value>> {
+        self.t
+            .renewals
+            .get(id.as_bytes())?
+            .map(|v| decode(|| what("renewals", id.as_bytes()), POLICY_V, &v))
+            .transpose()
+    }
+
+    fn renewals(&self) -> Result<Vec<(CertId, serde_json::Value)>> {
+        let mut out = Vec::new();
+        for kv in &self.t.renewals {
+            let (k, v) = kv?;
+            let id = CertId::from_slice(&k)
+                .ok_or_else(|| StoreError::corrupt(what("renewals", &k), CorruptError::Index))?;
+            out.push((id, decode(|| what("renewals", &k), POLICY_V, &v)?));
+        }
+        Ok(out)
     }
 }

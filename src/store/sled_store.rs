@@ -54,6 +54,8 @@ pub(crate) struct Trees {
     pub(crate) expiry: sled::Tree,
     /// `KeyId` → policy record.
     pub(crate) policies: sled::Tree,
+    /// `CertId` → renewal policy record.
+    pub(crate) renewals: sled::Tree,
     /// sequence (u64 BE) → audit record.
     pub(crate) audit: sled::Tree,
     /// schema version, vault.
@@ -68,6 +70,7 @@ impl Trees {
             certs: db.open_tree("certs")?,
             expiry: db.open_tree("expiry")?,
             policies: db.open_tree("policies")?,
+            renewals: db.open_tree("renewals")?,
             audit: db.open_tree("audit")?,
             meta: db.open_tree("meta")?,
         })

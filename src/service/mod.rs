@@ -10,6 +10,8 @@ use std::sync::Arc;
 use ssh_key::PrivateKey;
 use zeroize::Zeroizing;
 
+mod certs;
+
 use crate::agent::Keyring;
 use crate::agent::keyring::{Constraints, Entry};
 use crate::clock::Clock;
@@ -42,6 +44,30 @@ pub enum ServiceError {
     /// The operation needs the running agent.
     #[error("no agent is running to serve the key: start one with `keyward start`")]
     NoAgent,
+    /// A certificate could not be made, read or used.
+    #[error(transparent)]
+    Cert(#[from] crate::certs::CertError),
+    /// A renewal policy is invalid.
+    #[error(transparent)]
+    Policy(#[from] crate::rotation::PolicyError),
+    /// An export target could not be written.
+    #[error(transparent)]
+    Export(#[from] crate::rotation::ExportError),
+    /// No certificate matches.
+    #[error("no certificate {0} (see `keyward cert list --all`)")]
+    CertNotFound(String),
+    /// Several certificates match an id prefix.
+    #[error("{0} matches several certificates: give more of the id")]
+    AmbiguousCert(String),
+    /// The certificate has no key in the store.
+    #[error("certificate {0} was imported without its key: it is tracked, but keyward cannot renew it")]
+    CertWithoutKey(String),
+    /// A renewal would be due again at once.
+    #[error("the renewed certificate would be valid for {days} days, not more than renew-before: set a longer validity (`keyward cert policy ID --days N`) or a shorter renew-before")]
+    RenewalLoop {
+        /// Validity of the next certificate.
+        days: u32,
+    },
 }
 
 impl ServiceError {
@@ -52,7 +78,8 @@ impl ServiceError {
                 StoreError::KeyNotFound(_)
                 | StoreError::KeyIdNotFound(_)
                 | StoreError::CertNotFound(_),
-            ) => ErrorKind::NotFound,
+            )
+            | Self::CertNotFound(_) => ErrorKind::NotFound,
             Self::Store(
                 StoreError::DuplicateName { .. } | StoreError::AlreadyInitialised { .. },
             ) => ErrorKind::Exists,
@@ -60,9 +87,14 @@ impl ServiceError {
             Self::Store(StoreError::WrongPassphrase { .. }) => ErrorKind::WrongPassphrase,
             Self::Store(StoreError::InvalidName { .. })
             | Self::Key(_)
-            | Self::BadPrivateKey { .. } => ErrorKind::Invalid,
+            | Self::BadPrivateKey { .. }
+            | Self::Cert(_)
+            | Self::Policy(_)
+            | Self::AmbiguousCert(_)
+            | Self::CertWithoutKey(_)
+            | Self::RenewalLoop { .. } => ErrorKind::Invalid,
             Self::NoStore | Self::NoAgent => ErrorKind::NoStore,
-            Self::Store(_) => ErrorKind::Internal,
+            Self::Export(_) | Self::Store(_) => ErrorKind::Internal,
         }
     }
 }
@@ -88,6 +120,8 @@ pub struct Service {
     keyring: Option<Arc<Keyring>>,
     clock: Arc<dyn Clock>,
     daemon_pid: Option<u32>,
+    /// Woken when certificates or renewal policies change, so the scheduler re-plans.
+    pub renewals_changed: tokio::sync::Notify,
 }
 
 impl Service {
@@ -103,6 +137,7 @@ impl Service {
             keyring,
             clock,
             daemon_pid,
+            renewals_changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -117,7 +152,7 @@ impl Service {
         }
     }
 
-    fn store(&self) -> Result<&Arc<dyn Store>, ServiceError> {
+    pub(crate) fn store(&self) -> Result<&Arc<dyn Store>, ServiceError> {
         self.store.as_ref().ok_or(ServiceError::NoStore)
     }
 
@@ -168,6 +203,13 @@ impl Service {
                 key.set_comment(comment);
                 Response::Key(self.put(&name, &key, now)?)
             }
+            cert @ (Request::CertCreate { .. }
+            | Request::CertImport { .. }
+            | Request::CertList { .. }
+            | Request::CertShow { .. }
+            | Request::CertRenew { .. }
+            | Request::CertPolicy { .. }
+            | Request::CertCheck { .. }) => self.cert_request(cert, now)?,
             other => self.key_request(other, now)?,
         })
     }
@@ -252,7 +294,7 @@ impl Service {
     }
 
     /// Stores a new key and, in the daemon, serves it.
-    fn put(&self, name: &str, key: &PrivateKey, now: u64) -> Result<KeyView, ServiceError> {
+    pub(crate) fn put(&self, name: &str, key: &PrivateKey, now: u64) -> Result<KeyView, ServiceError> {
         // Refuse keys the agent could not sign with before they are stored.
         Signer::from_keypair(key.key_data())?;
         let private = key.to_openssh(ssh_key::LineEnding::LF).map_err(|source| {
@@ -278,7 +320,7 @@ impl Service {
         self.view(&info)
     }
 
-    fn private_key(&self, info: &KeyInfo) -> Result<PrivateKey, ServiceError> {
+    pub(crate) fn private_key(&self, info: &KeyInfo) -> Result<PrivateKey, ServiceError> {
         let bytes = self.store()?.private_key(info.id)?;
         let text = std::str::from_utf8(bytes.as_bytes()).unwrap_or_default();
         let mut key = parse_openssh(text, &info.name)?;
