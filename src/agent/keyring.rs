@@ -34,10 +34,60 @@ pub struct Entry {
     pub fingerprint: String,
     /// The comment shown by `ssh-add -l`.
     pub comment: String,
-    /// The private half.
-    pub signer: Signer,
+    /// The private half, prepared on first use for keys from the store.
+    pub signer: SignerSlot,
     /// Use constraints.
     pub constraints: Constraints,
+}
+
+/// Loads a stored key's private half when it is first needed.
+pub type SignerLoader = Box<dyn Fn() -> Result<Signer, String> + Send + Sync>;
+
+/// A signer that is ready (keys added with `ssh-add`) or is loaded from the store on the first
+/// signature, so that serving 10,000 stored keys costs no private-key parsing at start-up.
+pub struct SignerSlot {
+    ready: std::sync::OnceLock<Signer>,
+    loader: Option<SignerLoader>,
+}
+
+impl std::fmt::Debug for SignerSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.ready.get().is_some() {
+            "SignerSlot(ready)"
+        } else {
+            "SignerSlot(lazy)"
+        })
+    }
+}
+
+impl From<Signer> for SignerSlot {
+    fn from(signer: Signer) -> Self {
+        Self {
+            ready: std::sync::OnceLock::from(signer),
+            loader: None,
+        }
+    }
+}
+
+impl SignerSlot {
+    /// A slot filled by `loader` on first use.
+    pub fn lazy(loader: SignerLoader) -> Self {
+        Self {
+            ready: std::sync::OnceLock::new(),
+            loader: Some(loader),
+        }
+    }
+
+    /// The signer, loading it if needed.
+    pub fn get(&self) -> Result<&Signer, String> {
+        if let Some(signer) = self.ready.get() {
+            return Ok(signer);
+        }
+        let loader = self.loader.as_ref().ok_or("no private key")?;
+        let signer = loader()?;
+        // Two threads may race to load; either result is the same key.
+        Ok(self.ready.get_or_init(|| signer))
+    }
 }
 
 impl Entry {
@@ -45,9 +95,10 @@ impl Entry {
     pub fn new(
         public: &ssh_key::public::KeyData,
         comment: String,
-        signer: Signer,
+        signer: impl Into<SignerSlot>,
         constraints: Constraints,
     ) -> Result<Self, crate::keys::KeyError> {
+        let signer = signer.into();
         Ok(Self {
             blob: crate::keys::public_blob(public)?,
             fingerprint: public.fingerprint(ssh_key::HashAlg::Sha256).to_string(),
@@ -214,6 +265,34 @@ impl Keyring {
         match state.entries.iter_mut().find(|e| e.blob == entry.blob) {
             Some(slot) => *slot = entry,
             None => state.entries.push(entry),
+        }
+        state.changed();
+        drop(state);
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    /// Adds many keys at once (the stored keys at start-up or unlock): one lock, one rebuild of
+    /// the cached answer, one lookup table instead of a scan per key.
+    pub fn add_all(&self, entries: Vec<Entry>) -> Result<(), KeyringError> {
+        let mut state = self.write();
+        if state.lock.is_some() {
+            return Err(KeyringError::Locked);
+        }
+        let mut index: std::collections::HashMap<Vec<u8>, usize> = state
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.blob.clone(), i))
+            .collect();
+        for entry in entries {
+            let entry = Arc::new(entry);
+            if let Some(&i) = index.get(&entry.blob) {
+                state.entries[i] = entry;
+            } else {
+                index.insert(entry.blob.clone(), state.entries.len());
+                state.entries.push(entry);
+            }
         }
         state.changed();
         drop(state);
@@ -396,6 +475,43 @@ mod tests {
             !ring.unlock(b"pw").await,
             "unlocking an unlocked agent fails"
         );
+    }
+
+    #[test]
+    fn add_all_replaces_duplicates_and_lazy_signers_load_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let ring = Keyring::new();
+        let first = entry(None);
+        let blob = first.blob.clone();
+        ring.add(first).unwrap();
+        let key = PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519).unwrap();
+        let loads = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&loads);
+        let data = key.key_data().clone();
+        let lazy = Entry::new(
+            key.public_key().key_data(),
+            "lazy".into(),
+            SignerSlot::lazy(Box::new(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                Signer::from_keypair(&data).map_err(|e| e.to_string())
+            })),
+            Constraints::default(),
+        )
+        .unwrap();
+        let lazy_blob = lazy.blob.clone();
+        let mut again = entry(None);
+        again.blob.clone_from(&blob);
+        ring.add_all(vec![lazy, again]).unwrap();
+        assert_eq!(ring.len(), 2);
+        assert_eq!(
+            loads.load(Ordering::SeqCst),
+            0,
+            "listing loads no private key"
+        );
+        let found = ring.find(&lazy_blob, T0).unwrap();
+        found.signer.get().unwrap().sign(b"x", 0).unwrap();
+        found.signer.get().unwrap().sign(b"y", 0).unwrap();
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -171,7 +171,11 @@ impl Session {
         let Ok(_slot) = self.config.sign_slots.acquire().await else {
             return Reply::FAILURE;
         };
-        let signed = tokio::task::spawn_blocking(move || entry.signer.sign(&data, flags)).await;
+        let signed = tokio::task::spawn_blocking(move || {
+            let signer = entry.signer.get().map_err(crate::keys::KeyError::Signing)?;
+            signer.sign(&data, flags)
+        })
+        .await;
         match signed {
             Ok(Ok(signature)) => {
                 tracing::debug!(%fingerprint, pid = ?self.peer.pid, "signed");

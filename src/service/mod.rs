@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 mod certs;
 
 use crate::agent::Keyring;
-use crate::agent::keyring::{Constraints, Entry};
+use crate::agent::keyring::{Constraints, Entry, SignerLoader, SignerSlot};
 use crate::clock::Clock;
 use crate::control::proto::{ErrorKind, KeyView, Request, Response, StatusView};
 use crate::keys::fingerprint::{self, FingerprintHash};
@@ -60,10 +60,14 @@ pub enum ServiceError {
     #[error("{0} matches several certificates: give more of the id")]
     AmbiguousCert(String),
     /// The certificate has no key in the store.
-    #[error("certificate {0} was imported without its key: it is tracked, but keyward cannot renew it")]
+    #[error(
+        "certificate {0} was imported without its key: it is tracked, but keyward cannot renew it"
+    )]
     CertWithoutKey(String),
     /// A renewal would be due again at once.
-    #[error("the renewed certificate would be valid for {days} days, not more than renew-before: set a longer validity (`keyward cert policy ID --days N`) or a shorter renew-before")]
+    #[error(
+        "the renewed certificate would be valid for {days} days, not more than renew-before: set a longer validity (`keyward cert policy ID --days N`) or a shorter renew-before"
+    )]
     RenewalLoop {
         /// Validity of the next certificate.
         days: u32,
@@ -294,7 +298,12 @@ impl Service {
     }
 
     /// Stores a new key and, in the daemon, serves it.
-    pub(crate) fn put(&self, name: &str, key: &PrivateKey, now: u64) -> Result<KeyView, ServiceError> {
+    pub(crate) fn put(
+        &self,
+        name: &str,
+        key: &PrivateKey,
+        now: u64,
+    ) -> Result<KeyView, ServiceError> {
         // Refuse keys the agent could not sign with before they are stored.
         Signer::from_keypair(key.key_data())?;
         let private = key.to_openssh(ssh_key::LineEnding::LF).map_err(|source| {
@@ -333,16 +342,30 @@ impl Service {
         let Some(ring) = &self.keyring else {
             return Ok(());
         };
-        let key = self.private_key(info)?;
-        let entry = Entry::new(
+        // A locked agent refuses; the key is served after unlock and restart.
+        let _ = ring.add(self.stored_entry(info)?);
+        Ok(())
+    }
+
+    /// A key-ring entry for a stored key whose private half is decrypted and parsed on its first
+    /// signature, not now: listing needs only the public key.
+    fn stored_entry(&self, info: &KeyInfo) -> Result<Entry, ServiceError> {
+        let store = Arc::clone(self.store()?);
+        let (id, name) = (info.id, info.name.clone());
+        let loader: SignerLoader = Box::new(move || {
+            let bytes = store.private_key(id).map_err(|e| error_chain(&e))?;
+            let text = std::str::from_utf8(bytes.as_bytes())
+                .map_err(|_| format!("stored key {name} is not OpenSSH text"))?;
+            let key =
+                PrivateKey::from_openssh(text).map_err(|e| format!("stored key {name}: {e}"))?;
+            Signer::from_keypair(key.key_data()).map_err(|e| error_chain(&e))
+        });
+        Ok(Entry::new(
             info.public.key_data(),
             info.comment.clone(),
-            Signer::from_keypair(key.key_data())?,
+            SignerSlot::lazy(loader),
             Constraints::default(),
-        )?;
-        // A locked agent refuses; the key is served after unlock and restart.
-        let _ = ring.add(entry);
-        Ok(())
+        )?)
     }
 
     fn is_loaded(&self, info: &KeyInfo) -> Result<bool, ServiceError> {
@@ -363,14 +386,18 @@ impl Service {
         if store.is_sealed() || self.keyring.is_none() {
             return Ok(0);
         }
-        let mut n = 0;
+        let mut entries = Vec::new();
         for info in store.list_keys()? {
-            match self.serve(&info) {
-                Ok(()) => n += 1,
+            match self.stored_entry(&info) {
+                Ok(entry) => entries.push(entry),
                 Err(e) => {
                     tracing::warn!(key = %info.name, error = %error_chain(&e), "cannot serve stored key");
                 }
             }
+        }
+        let n = entries.len();
+        if let Some(ring) = &self.keyring {
+            let _ = ring.add_all(entries);
         }
         Ok(n)
     }
