@@ -26,6 +26,10 @@ struct Cli {
     /// or ~/.local/share/keyward).
     #[arg(long, global = true, value_name = "DIR")]
     store: Option<PathBuf>,
+    /// File holding the store passphrase, for commands that open a sealed store themselves
+    /// (no agent running).
+    #[arg(long, global = true, value_name = "FILE", env = "KEYWARD_PASSPHRASE_FILE")]
+    store_passphrase_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -229,6 +233,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let at = Locations {
         agent_socket: cli.socket.unwrap_or_else(socket::default_agent_socket),
         store: cli.store.or_else(paths::default_store_dir),
+        store_passphrase_file: cli.store_passphrase_file,
     };
     match cli.command {
         Command::Init {
@@ -239,7 +244,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cli::init(&at, no_passphrase, passphrase_file.as_deref())?
         ),
         Command::Status { json } => {
-            let mut backend = Backend::open(&at, None)?;
+            let mut backend = Backend::open(&at)?;
             let Response::Status(status) = backend.call(|| Request::Status)? else {
                 bail!("unexpected answer");
             };
@@ -250,7 +255,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Unlock { passphrase_file } => {
-            let mut backend = Backend::open(&at, None)?;
+            let mut backend = Backend::open(&at)?;
             if !backend.is_daemon() {
                 bail!("no agent is running: keys are unsealed when a command needs them");
             }
@@ -262,7 +267,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("keyward: store unsealed; its keys are served");
         }
         Command::Seal => {
-            Backend::open(&at, None)?.call(|| Request::Seal)?;
+            Backend::open(&at)?.call(|| Request::Seal)?;
             eprintln!("keyward: store sealed");
         }
         Command::Passwd {
@@ -270,7 +275,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             old_passphrase_file,
             new_passphrase_file,
         } => {
-            let mut backend = Backend::open(&at, None)?;
+            let mut backend = Backend::open(&at)?;
             let Response::Status(status) = backend.call(|| Request::Status)? else {
                 bail!("unexpected answer");
             };
@@ -331,11 +336,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 #[allow(clippy::too_many_lines)] // one short arm per subcommand
 fn key_command(at: &Locations, command: KeyCommand) -> anyhow::Result<ExitCode> {
-    let passphrase_file = match &command {
-        KeyCommand::Import { .. } | KeyCommand::Export { .. } => None,
-        _ => std::env::var_os("KEYWARD_PASSPHRASE_FILE").map(PathBuf::from),
-    };
-    let mut backend = Backend::open(at, passphrase_file.as_deref())?;
+    let mut backend = Backend::open(at)?;
     let show = |view: &keyward::control::proto::KeyView, json: bool| {
         if json {
             print_json(view)
@@ -574,7 +575,7 @@ fn cert_command(at: &Locations, command: CertCommand) -> anyhow::Result<ExitCode
         println!("{}", certs::ssh_pubkey(file, comment.as_deref())?);
         return Ok(ExitCode::SUCCESS);
     }
-    let mut backend = Backend::open(at, std::env::var_os("KEYWARD_PASSPHRASE_FILE").map(PathBuf::from).as_deref())?;
+    let mut backend = Backend::open(at)?;
     let show = |view: &keyward::control::proto::CertView, json: bool| {
         if json {
             print_json(view)

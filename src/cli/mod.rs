@@ -25,6 +25,8 @@ pub struct Locations {
     pub agent_socket: PathBuf,
     /// The store directory, if one is known.
     pub store: Option<PathBuf>,
+    /// The file holding the store passphrase, for a sealed store opened here.
+    pub store_passphrase_file: Option<PathBuf>,
 }
 
 impl Locations {
@@ -55,14 +57,14 @@ pub enum Backend {
 
 impl Backend {
     /// Connects to the daemon, or opens the store when none answers.
-    pub fn open(at: &Locations, passphrase_file: Option<&Path>) -> anyhow::Result<Self> {
+    pub fn open(at: &Locations) -> anyhow::Result<Self> {
         if let Some(client) = Client::connect(&at.control_socket()) {
             return Ok(Self::Daemon(client));
         }
         let store = open_or_create(at.store_dir()?)?;
         Ok(Self::Local {
             service: Service::new(Some(Arc::new(store)), None, Arc::new(SystemClock)),
-            passphrase_file: passphrase_file.map(Path::to_owned),
+            passphrase_file: at.store_passphrase_file.clone(),
         })
     }
 

@@ -2,6 +2,7 @@
 //! KEY-----`, passphrase-encrypted too), PKCS#1 (`RSA PRIVATE KEY`), PKCS#8 (`PRIVATE KEY` and
 //! `ENCRYPTED PRIVATE KEY`: RSA, Ed25519, P-256) and SEC1 (`EC PRIVATE KEY`, P-256).
 
+use base64ct::Encoding as _;
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use rsa::pkcs1::DecodeRsaPrivateKey;
 use rsa::pkcs8::DecodePrivateKey;
@@ -22,6 +23,9 @@ pub enum ImportError {
         "legacy encrypted PEM is not supported: convert it with `ssh-keygen -p -f FILE` (OpenSSH format) first"
     )]
     LegacyEncryptedPem,
+    /// A key type keyward does not use.
+    #[error("unsupported key type {0}")]
+    Unsupported(&'static str),
     /// Nothing we recognise.
     #[error("not a private key in a known format (OpenSSH, PKCS#1 or PKCS#8 PEM, SEC1 EC PEM)")]
     Unrecognized,
@@ -58,6 +62,9 @@ pub fn parse_private_key(text: &str, passphrase: Option<&[u8]>) -> Result<Privat
         return Err(ImportError::LegacyEncryptedPem);
     }
     if text.contains("-----BEGIN OPENSSH PRIVATE KEY-----") {
+        if is_openssh_p521(text) {
+            return Err(ImportError::Unsupported(crate::keys::signer::P521));
+        }
         let key = PrivateKey::from_openssh(text).map_err(|e| malformed("OpenSSH")(&e))?;
         if !key.is_encrypted() {
             return Ok(key);
@@ -92,6 +99,18 @@ pub fn parse_private_key(text: &str, passphrase: Option<&[u8]>) -> Result<Privat
         return Err(ImportError::Unrecognized);
     };
     PrivateKey::new(keypair, "").map_err(|e| malformed("private")(&e))
+}
+
+/// Whether an OpenSSH private key file holds a P-521 key (its public key names the curve in
+/// clear, even when the private part is encrypted).
+fn is_openssh_p521(text: &str) -> bool {
+    let body: String = text
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .map(str::trim)
+        .collect();
+    base64ct::Base64::decode_vec(&body)
+        .is_ok_and(|bytes| bytes.windows(8).any(|w| w == b"nistp521"))
 }
 
 fn rsa_keypair(key: &rsa::RsaPrivateKey) -> Result<KeypairData, ImportError> {
@@ -255,6 +274,15 @@ mod tests {
             let key = parse_private_key(&text, None).unwrap();
             crate::keys::Signer::from_keypair(key.key_data()).unwrap();
         }
+    }
+
+    #[test]
+    fn refuses_p521_whatever_its_encoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k");
+        run(Command::new("ssh-keygen").args(["-q", "-t", "ecdsa", "-b", "521", "-N", ""]).arg("-f").arg(&key));
+        let text = std::fs::read_to_string(&key).unwrap();
+        assert!(matches!(parse_private_key(&text, None), Err(ImportError::Unsupported(_))));
     }
 
     #[test]

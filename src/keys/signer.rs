@@ -19,11 +19,15 @@ pub const RSA_SHA2_256: u32 = 0x02;
 /// Agent sign-request flag asking for an `rsa-sha2-512` signature.
 pub const RSA_SHA2_512: u32 = 0x04;
 
+/// Why P-521 keys are refused.
+pub const P521: &str =
+    "ECDSA P-521 (not supported: use Ed25519, ECDSA P-256/P-384 or RSA)";
+
 /// Why a key cannot be used or a signature not made.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// The key type is one keyward does not sign with.
-    #[error("unsupported key type {0} (keyward signs with RSA, Ed25519 and ECDSA keys)")]
+    #[error("unsupported key type {0}")]
     Unsupported(String),
     /// The RSA key is malformed or too weak for the constant-time backend.
     #[error("RSA key rejected: {0}")]
@@ -71,6 +75,11 @@ impl Signer {
         let kind = match keypair {
             KeypairData::Rsa(rsa) => Kind::Rsa(Box::new(RsaSigner::new(rsa)?)),
             KeypairData::Ed25519(ed) => Kind::Ed25519(Box::new(ed.clone())),
+            // ssh-key 0.6 misreads about a third of P-521 keys (a private scalar shorter than 66
+            // bytes), so P-521 is refused everywhere rather than accepted sometimes.
+            KeypairData::Ecdsa(ssh_key::private::EcdsaKeypair::NistP521 { .. }) => {
+                return Err(KeyError::Unsupported(P521.into()));
+            }
             KeypairData::Ecdsa(ec) => Kind::Ecdsa(Box::new(ec.clone())),
             other => {
                 let name = other
