@@ -217,10 +217,3 @@ fn import_ecdsa_p521_keys_is_refused_clearly() {
     assert_eq!(env.kw(&["key", "list", "--json"]).stdout.trim(), "[]");
 }
 
-fn import_check_public(env: &Env, key: &Key, name: &str) {
-    let view = env.show(name);
-    assert_eq!(
-        key_part(view["public"].as_str().expect("public")),
-        key_part(&key.public_line())
-    );
-}
