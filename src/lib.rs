@@ -2,16 +2,21 @@
 //!
 //! The binaries in `src/bin` only parse arguments and call into these modules.
 
+pub mod activation;
 pub mod agent;
 pub mod certs;
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod doctor;
 pub mod files;
 pub mod harden;
+pub mod install;
 pub mod keys;
 pub mod launch;
+pub mod native;
 pub mod paths;
 pub mod rotation;
 pub mod scheduler;

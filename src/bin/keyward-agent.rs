@@ -17,7 +17,7 @@ use keyward::control::proto::{Request, Response};
 use keyward::launch::{self, Shell};
 use keyward::service::Service;
 use keyward::store::{KdfParams, SledStore, Store, StoreError};
-use keyward::{daemon, harden, paths, socket};
+use keyward::{activation, config, daemon, harden, paths, socket};
 use zeroize::Zeroizing;
 
 /// An SSH agent with a certificate and policy store.
@@ -59,11 +59,17 @@ struct Args {
     /// Kill the agent named by $SSH_AGENT_PID and print commands that forget it.
     #[arg(short = 'k', conflicts_with_all = ["sh", "csh"])]
     kill: bool,
+    /// Configuration file (default: $XDG_CONFIG_HOME/keyward/keyward.toml if it exists); flags
+    /// override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The log filter from the configuration file.
+    #[arg(skip)]
+    log_level: Option<String>,
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    match run(&args) {
+    match configured(Args::parse()).and_then(|args| run(&args)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("keyward-agent: {e:#}");
@@ -110,6 +116,9 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         if args.no_store {
             extra.push("--no-store".to_owned());
         }
+        if let Some(file) = &args.config {
+            extra.extend(["--config".to_owned(), file.display().to_string()]);
+        }
         let exe = std::env::current_exe().context("cannot find keyward-agent's own path")?;
         let (pid, _) = launch::start(&exe, &socket_path, &extra)?;
         print!("{}", launch::export_lines(&socket_path, pid, shell));
@@ -120,9 +129,15 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
 }
 
 fn serve(args: &Args, socket_path: &std::path::Path) -> anyhow::Result<()> {
-    let level = if args.debug { "debug" } else { "info" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let level = match (args.debug, &args.log_level) {
+        (true, _) => "debug",
+        (false, Some(level)) => level.as_str(),
+        (false, None) => config::DEFAULT_LOG_LEVEL,
+    };
+    // ssh-agent-lib logs the lock passphrase at debug: never let a filter enable that.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},ssh_agent_lib=info"))
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -139,17 +154,23 @@ fn serve(args: &Args, socket_path: &std::path::Path) -> anyhow::Result<()> {
         // Signal handlers first: a SIGTERM that arrives right after the socket accepts must stop
         // us cleanly, not kill us with the socket left behind.
         let shutdown = shutdown_signal()?;
+        // Sockets passed by systemd or launchd are served as they are and never removed.
+        let activated = activation::take()?;
+        let agent_path = activated.agent_path();
+        let socket_path = agent_path.as_deref().unwrap_or(socket_path);
         // Refuse early, before touching the store another agent may hold.
-        if launch::running_agent(socket_path).is_some() {
+        if activated.agent.is_none() && launch::running_agent(socket_path).is_some() {
             return Err(socket::SocketError::AlreadyListening(socket_path.to_owned()).into());
         }
         let store = open_store(args)?;
         let control_path = keyward::control::control_socket_for(socket_path);
-        let control = match &store {
-            Some(_) => Some(tokio::net::UnixListener::from_std(nonblocking(socket::bind(
-                &control_path,
-            )?)?)?),
-            None => None,
+        let control_passed = activated.control.is_some();
+        let control = match (activated.control, &store) {
+            (Some(passed), _) => Some(tokio::net::UnixListener::from_std(passed)?),
+            (None, Some(_)) => Some(tokio::net::UnixListener::from_std(nonblocking(
+                socket::bind(&control_path)?,
+            )?)?),
+            (None, None) => None,
         };
         let config = Arc::new(AgentConfig::new(
             Arc::new(SystemClock),
@@ -172,15 +193,23 @@ fn serve(args: &Args, socket_path: &std::path::Path) -> anyhow::Result<()> {
         }
         let served = service.load_stored_keys().unwrap_or(0);
         // The agent socket last: once it accepts, everything behind it is ready.
-        let listener = tokio::net::UnixListener::from_std(nonblocking(socket::bind(socket_path)?)?)?;
+        let agent_passed = activated.agent.is_some();
+        let listener = tokio::net::UnixListener::from_std(match activated.agent {
+            Some(passed) => passed,
+            None => nonblocking(socket::bind(socket_path)?)?,
+        })?;
+        let ours = |passed: bool, path: &std::path::Path| {
+            if passed { None } else { socket::inode(path) }
+        };
         let sockets = Sockets {
-            agent: (socket_path.to_owned(), socket::inode(socket_path)),
+            agent: (socket_path.to_owned(), ours(agent_passed, socket_path)),
             control: control
                 .as_ref()
-                .map(|_| (control_path.clone(), socket::inode(&control_path))),
+                .map(|_| (control_path.clone(), ours(control_passed, &control_path))),
         };
         let deps = daemon::Deps { keyring, config };
         tracing::info!(socket = %socket_path.display(), pid = std::process::id(), stored_keys = served, "keyward-agent serving");
+        activation::notify("READY=1");
         match control {
             Some(control) => {
                 let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -203,6 +232,7 @@ fn serve(args: &Args, socket_path: &std::path::Path) -> anyhow::Result<()> {
             }
             None => daemon::run(listener, shutdown, deps).await,
         }
+        activation::notify("STOPPING=1");
         anyhow::Ok(sockets)
     })?;
     for (path, inode) in [Some(sockets.agent), sockets.control].into_iter().flatten() {
@@ -281,4 +311,23 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
             _ = hup.recv() => {}
         }
     })
+}
+
+/// Fills in what the command line left unset from the configuration file.
+fn configured(mut args: Args) -> anyhow::Result<Args> {
+    let (file, path) = config::Config::load(args.config.as_deref())?;
+    // Only a store we open needs its passphrase (a missing systemd credential is an error then).
+    let uses_store = !args.no_store && (args.store.is_some() || file.store.enabled);
+    if args.passphrase_file.is_none() && uses_store {
+        args.passphrase_file = file.passphrase_file(&path.unwrap_or_default())?;
+    }
+    args.socket = args.socket.or(file.agent.socket.map(|p| p.0));
+    args.lifetime = args.lifetime.or(file.agent.lifetime.map(|d| d.0));
+    args.askpass = args.askpass.or(file.agent.askpass.map(|p| p.0));
+    if args.store.is_none() && !args.no_store {
+        args.store = file.store.path.map(|p| p.0);
+        args.no_store = !file.store.enabled;
+    }
+    args.log_level = Some(file.log.level.0);
+    Ok(args)
 }

@@ -92,6 +92,8 @@ enum Command {
     /// Manage stored keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    #[command(flatten)]
+    Native(keyward::native::NativeCommand),
     /// Manage X.509 certificates made from stored keys, and their renewal.
     #[command(subcommand)]
     Cert(CertCommand),
@@ -329,6 +331,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
         }
         Command::Key(command) => return key_command(&at, command),
+        Command::Native(command) => {
+            let root = <Cli as clap::CommandFactory>::command();
+            return Ok(keyward::native::run(command, &at.agent_socket, at.store, root)?);
+        }
         Command::Cert(command) => return cert_command(&at, command),
     }
     Ok(ExitCode::SUCCESS)
