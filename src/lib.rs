@@ -4,6 +4,7 @@
 
 pub mod activation;
 pub mod agent;
+pub mod audit;
 pub mod certs;
 pub mod cli;
 pub mod clock;
@@ -18,6 +19,7 @@ pub mod keys;
 pub mod launch;
 pub mod native;
 pub mod paths;
+pub mod policy;
 pub mod rotation;
 pub mod scheduler;
 pub mod service;

@@ -38,6 +38,21 @@ pub struct Entry {
     pub signer: SignerSlot,
     /// Use constraints.
     pub constraints: Constraints,
+    /// For stored keys: the store id, the policy and how the key has been used.
+    pub stored: Option<StoredKey>,
+    /// Whether it is an RSA key (whose signature algorithm depends on the request's flags).
+    pub is_rsa: bool,
+}
+
+/// What the agent keeps about a key that comes from the store.
+#[derive(Debug)]
+pub struct StoredKey {
+    /// The key's id in the store.
+    pub id: crate::store::KeyId,
+    /// Its policy, decided on by [`crate::policy::decide`] before every signature.
+    pub policy: crate::policy::Policy,
+    /// Its use since it was loaded.
+    pub usage: std::sync::Mutex<crate::policy::Usage>,
 }
 
 /// Loads a stored key's private half when it is first needed.
@@ -105,7 +120,36 @@ impl Entry {
             comment,
             signer,
             constraints,
+            stored: None,
+            is_rsa: matches!(public, ssh_key::public::KeyData::Rsa(_)),
         })
+    }
+
+    /// Marks the entry as the stored key `id` under `policy`, loaded at `now` (unix seconds).
+    #[must_use]
+    pub fn stored(
+        mut self,
+        id: crate::store::KeyId,
+        policy: crate::policy::Policy,
+        now: u64,
+    ) -> Self {
+        self.stored = Some(StoredKey {
+            id,
+            policy,
+            usage: std::sync::Mutex::new(crate::policy::Usage::loaded(now)),
+        });
+        self
+    }
+
+    /// The signature algorithm a request with `flags` gets (OpenSSH's choice for RSA).
+    pub fn algorithm(&self, flags: u32) -> &'static str {
+        use crate::keys::signer::{RSA_SHA2_256, RSA_SHA2_512};
+        match (self.is_rsa, flags) {
+            (true, f) if f & RSA_SHA2_256 != 0 => "rsa-sha2-256",
+            (true, f) if f & RSA_SHA2_512 != 0 => "rsa-sha2-512",
+            (true, _) => "ssh-rsa",
+            (false, _) => "native",
+        }
     }
 }
 
@@ -238,6 +282,29 @@ impl Keyring {
         ));
         state.answer = Some(Arc::clone(&answer));
         answer
+    }
+
+    /// The identities answer for a connection, keeping only the keys `visible` accepts (for a
+    /// connection bound to a host: the keys whose policy allows that host).
+    pub fn identities_answer_filtered(
+        &self,
+        now: BootInstant,
+        visible: impl Fn(&Entry) -> bool,
+    ) -> Vec<u8> {
+        let state = self.read();
+        if state.lock.is_some() {
+            return wire::identities_answer(std::iter::empty());
+        }
+        let shown: Vec<&Arc<Entry>> = state
+            .entries
+            .iter()
+            .filter(|e| e.constraints.expires.is_none_or(|t| t > now) && visible(e))
+            .collect();
+        wire::identities_answer(
+            shown
+                .iter()
+                .map(|e| (e.blob.as_slice(), e.comment.as_str())),
+        )
     }
 
     /// The usable key with this blob: none while locked or once expired.

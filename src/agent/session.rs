@@ -17,8 +17,11 @@ use crate::agent::bind::Bindings;
 use crate::agent::confirm;
 use crate::agent::keyring::{Constraints, Entry, Keyring};
 use crate::agent::wire::{self, Reply};
+use crate::audit::Auditor;
 use crate::clock::Clock;
 use crate::keys::{self, Signer};
+use crate::policy::{self, Decision};
+use crate::store::{AuditEvent, AuditOutcome};
 
 /// The extensions this agent understands, answered to `query`.
 pub const EXTENSIONS: &[&str] = &["query", "session-bind@openssh.com"];
@@ -34,6 +37,8 @@ pub struct AgentConfig {
     /// One slot per core for private-key operations: signatures queue here in arrival order
     /// instead of piling threads onto the cores (which only lengthens the tail).
     sign_slots: Semaphore,
+    /// Where decisions are recorded (absent without a store).
+    pub auditor: Option<Auditor>,
 }
 
 impl AgentConfig {
@@ -49,7 +54,15 @@ impl AgentConfig {
             askpass,
             default_lifetime,
             sign_slots: Semaphore::new(cores),
+            auditor: None,
         }
+    }
+
+    /// Records every decision through `auditor`.
+    #[must_use]
+    pub fn with_auditor(mut self, auditor: Option<Auditor>) -> Self {
+        self.auditor = auditor;
+        self
     }
 }
 
@@ -92,15 +105,14 @@ impl Session {
             let Some(password) = read_password(&frame[1..]) else {
                 return Reply::FAILURE;
             };
-            return if kind == wire::LOCK {
-                let ok = self.keyring.lock(&password);
-                tracing::info!(pid = ?self.peer.pid, ok, "lock");
-                Reply::status(ok)
+            let (action, ok) = if kind == wire::LOCK {
+                ("lock", self.keyring.lock(&password))
             } else {
-                let ok = self.keyring.unlock(&password).await;
-                tracing::info!(pid = ?self.peer.pid, ok, "unlock");
-                Reply::status(ok)
+                ("unlock", self.keyring.unlock(&password).await)
             };
+            tracing::info!(pid = ?self.peer.pid, ok, action);
+            self.audit_plain(action, ok).await;
+            return Reply::status(ok);
         }
         let request = match decode_exact(frame) {
             Ok(request) => request,
@@ -120,20 +132,36 @@ impl Session {
             };
         }
         match request {
-            Request::RequestIdentities => Reply::Shared(self.keyring.identities_answer(now)),
+            Request::RequestIdentities => self.identities(now),
             Request::SignRequest(req) => self.sign(req).await,
-            Request::AddIdentity(AddIdentity { credential }) => self.add(credential, &[]),
+            Request::AddIdentity(AddIdentity { credential }) => {
+                let reply = self.add(credential, &[]);
+                self.audit_plain("add", reply.as_bytes()[0] == wire::SUCCESS)
+                    .await;
+                reply
+            }
             Request::AddIdConstrained(AddIdentityConstrained {
                 identity,
                 constraints,
-            }) => self.add(identity.credential, &constraints),
+            }) => {
+                let reply = self.add(identity.credential, &constraints);
+                self.audit_plain("add", reply.as_bytes()[0] == wire::SUCCESS)
+                    .await;
+                reply
+            }
             Request::RemoveIdentity(req) => {
                 let Ok(blob) = keys::public_blob(req.credential.key_data()) else {
                     return Reply::FAILURE;
                 };
-                Reply::status(self.keyring.remove(&blob).unwrap_or(false))
+                let ok = self.keyring.remove(&blob).unwrap_or(false);
+                self.audit_plain("remove", ok).await;
+                Reply::status(ok)
             }
-            Request::RemoveAllIdentities => Reply::status(self.keyring.remove_all().is_ok()),
+            Request::RemoveAllIdentities => {
+                let ok = self.keyring.remove_all().is_ok();
+                self.audit_plain("remove_all", ok).await;
+                Reply::status(ok)
+            }
             Request::Extension(ext) => self.extension(&ext),
             // Smartcard (PKCS#11) providers are not supported: no code from a client is loaded.
             Request::AddSmartcardKey(_)
@@ -153,36 +181,47 @@ impl Session {
             tracing::debug!("sign request for a key the agent does not hold");
             return Reply::FAILURE;
         };
-        let fingerprint = entry.fingerprint.clone();
-        if entry.constraints.confirm {
-            let prompt = format!(
-                "Allow use of key {}?\nKey fingerprint {fingerprint}.",
-                entry.comment
-            );
-            if !confirm::confirm(self.config.askpass.as_deref(), &prompt).await {
-                tracing::info!(%fingerprint, pid = ?self.peer.pid, "signature refused by the user");
-                return Reply::FAILURE;
-            }
-        }
         let flags = req.flags;
         let data = req.data;
+        let request = Requester::of(self.peer, &self.bindings, &data, entry.algorithm(flags));
+        if !self.authorize(&entry, &request).await {
+            return Reply::FAILURE;
+        }
         // RSA signing takes a few hundred microseconds: keep it off the I/O threads, one
         // signature per core at a time.
         let Ok(_slot) = self.config.sign_slots.acquire().await else {
             return Reply::FAILURE;
         };
+        let auditor = self.config.auditor.clone();
+        let unix_now = self.config.clock.unix_now();
+        let allowed = auditor.as_ref().map(|_| request.detail("allowed"));
         let signed = tokio::task::spawn_blocking(move || {
             let signer = entry.signer.get().map_err(crate::keys::KeyError::Signing)?;
-            signer.sign(&data, flags)
+            let signature = signer.sign(&data, flags)?;
+            if let Some(stored) = &entry.stored {
+                stored
+                    .usage
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .record(unix_now, &stored.policy);
+            }
+            // Recorded before the reply: a signature is never made without its record.
+            if let (Some(auditor), Some(detail)) = (&auditor, allowed) {
+                auditor.record_or_log(event(
+                    &entry,
+                    unix_now,
+                    "sign",
+                    AuditOutcome::Allowed,
+                    detail,
+                ));
+            }
+            Ok::<_, crate::keys::KeyError>(signature)
         })
         .await;
         match signed {
-            Ok(Ok(signature)) => {
-                tracing::debug!(%fingerprint, pid = ?self.peer.pid, "signed");
-                Reply::Owned(wire::sign_response(&signature))
-            }
+            Ok(Ok(signature)) => Reply::Owned(wire::sign_response(&signature)),
             Ok(Err(e)) => {
-                tracing::warn!(%fingerprint, error = %e, "signing failed");
+                tracing::warn!(error = %e, "signing failed");
                 Reply::FAILURE
             }
             Err(e) => {
@@ -190,6 +229,114 @@ impl Session {
                 Reply::FAILURE
             }
         }
+    }
+
+    /// Applies the key's policy and confirmation; records refusals.
+    async fn authorize(&self, entry: &Entry, request: &Requester<'_>) -> bool {
+        let mut confirm = entry.constraints.confirm;
+        if let Some(stored) = &entry.stored {
+            let decision = {
+                let usage = stored
+                    .usage
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                policy::decide(
+                    &stored.policy,
+                    &request.context(self.config.clock.unix_now(), &usage),
+                )
+            };
+            match decision {
+                Decision::Allow { confirm: ask } => confirm |= ask,
+                Decision::Refuse(refusal) => {
+                    tracing::info!(fingerprint = %entry.fingerprint, pid = ?self.peer.pid, %refusal, "signature refused by policy");
+                    self.audit(
+                        entry,
+                        "sign",
+                        AuditOutcome::Refused,
+                        request.detail(&refusal.to_string()),
+                    )
+                    .await;
+                    return false;
+                }
+            }
+        }
+        if confirm {
+            let prompt = format!(
+                "Allow use of key {}?\nKey fingerprint {}.\nRequested by {}{}.",
+                entry.comment,
+                entry.fingerprint,
+                request.exe.as_deref().unwrap_or("an unknown program"),
+                request
+                    .host
+                    .as_ref()
+                    .map_or_else(String::new, |h| format!(" for host {h}")),
+            );
+            if !confirm::confirm(self.config.askpass.as_deref(), &prompt).await {
+                tracing::info!(fingerprint = %entry.fingerprint, pid = ?self.peer.pid, "signature refused by the user");
+                self.audit(
+                    entry,
+                    "sign",
+                    AuditOutcome::Refused,
+                    request.detail("refused by the user"),
+                )
+                .await;
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Records an event about `entry` off the I/O threads.
+    async fn audit(
+        &self,
+        entry: &Entry,
+        action: &'static str,
+        outcome: AuditOutcome,
+        detail: serde_json::Value,
+    ) {
+        let Some(auditor) = self.config.auditor.clone() else {
+            return;
+        };
+        let event = event(entry, self.config.clock.unix_now(), action, outcome, detail);
+        let _ = tokio::task::spawn_blocking(move || auditor.record_or_log(event)).await;
+    }
+
+    /// Records an event that concerns no single key.
+    async fn audit_plain(&self, action: &'static str, ok: bool) {
+        let Some(auditor) = self.config.auditor.clone() else {
+            return;
+        };
+        let event = AuditEvent {
+            at: self.config.clock.unix_now(),
+            key_id: None,
+            action: action.to_owned(),
+            outcome: if ok {
+                AuditOutcome::Allowed
+            } else {
+                AuditOutcome::Refused
+            },
+            detail: serde_json::json!({ "uid": self.peer.uid, "pid": self.peer.pid }),
+        };
+        let _ = tokio::task::spawn_blocking(move || auditor.record_or_log(event)).await;
+    }
+
+    /// The identities answer for this connection: on a connection ssh bound to a host, only the
+    /// keys whose policy allows that host (so servers do not count refused keys as failures).
+    fn identities(&self, now: crate::clock::BootInstant) -> Reply {
+        let hops = self.bindings.hops();
+        let Some(last) = hops.last() else {
+            return Reply::Shared(self.keyring.identities_answer(now));
+        };
+        let host = last
+            .host_key
+            .fingerprint(ssh_key::HashAlg::Sha256)
+            .to_string();
+        let forwarded = hops.iter().any(|h| h.forwarded);
+        Reply::Owned(self.keyring.identities_answer_filtered(now, |entry| {
+            entry.stored.as_ref().is_none_or(|s| {
+                s.policy.allows_host(&host) && !(forwarded && s.policy.deny_forwarding)
+            })
+        }))
     }
 
     fn add(&self, credential: PrivateCredential, constraints: &[KeyConstraint]) -> Reply {
@@ -258,6 +405,81 @@ impl Session {
     /// This connection's session bindings.
     pub fn bindings(&self) -> &Bindings {
         &self.bindings
+    }
+}
+
+/// Who asks for a signature, for what, and where: what [`policy::decide`] and the audit log see.
+struct Requester<'a> {
+    peer: Peer,
+    exe: Option<String>,
+    chain: Vec<policy::peer::Process>,
+    bindings: &'a [crate::agent::bind::Binding],
+    host: Option<String>,
+    data: policy::request::SignedData,
+    algorithm: &'static str,
+}
+
+impl<'a> Requester<'a> {
+    fn of(peer: Peer, bindings: &'a Bindings, data: &[u8], algorithm: &'static str) -> Self {
+        let chain = peer
+            .pid
+            .map(|pid| policy::peer::chain(pid, 8))
+            .unwrap_or_default();
+        Self {
+            peer,
+            exe: chain.first().and_then(|p| p.exe.clone()),
+            chain,
+            bindings: bindings.hops(),
+            host: bindings
+                .hops()
+                .last()
+                .map(|b| b.host_key.fingerprint(ssh_key::HashAlg::Sha256).to_string()),
+            data: policy::request::classify(data),
+            algorithm,
+        }
+    }
+
+    fn context<'b>(&'b self, now: u64, usage: &'b policy::Usage) -> policy::Context<'b> {
+        policy::Context {
+            now,
+            uid: self.peer.uid,
+            executable: self.exe.as_deref(),
+            bindings: self.bindings,
+            data: &self.data,
+            algorithm: self.algorithm,
+            usage,
+        }
+    }
+
+    fn detail(&self, reason: &str) -> serde_json::Value {
+        serde_json::json!({
+            "uid": self.peer.uid,
+            "pid": self.peer.pid,
+            "exe": self.exe,
+            "parents": self.chain,
+            "host": self.host,
+            "forwarded": self.bindings.iter().any(|b| b.forwarded),
+            "purpose": policy::describe(&self.data),
+            "algorithm": self.algorithm,
+            "reason": reason,
+        })
+    }
+}
+
+fn event(
+    entry: &Entry,
+    at: u64,
+    action: &str,
+    outcome: AuditOutcome,
+    mut detail: serde_json::Value,
+) -> AuditEvent {
+    detail["fingerprint"] = serde_json::json!(entry.fingerprint);
+    AuditEvent {
+        at,
+        key_id: entry.stored.as_ref().map(|s| s.id),
+        action: action.to_owned(),
+        outcome,
+        detail,
     }
 }
 

@@ -129,20 +129,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
 }
 
 fn serve(args: &Args, socket_path: &std::path::Path) -> anyhow::Result<()> {
-    let level = match (args.debug, &args.log_level) {
-        (true, _) => "debug",
-        (false, Some(level)) => level.as_str(),
-        (false, None) => config::DEFAULT_LOG_LEVEL,
-    };
-    // ssh-agent-lib logs the lock passphrase at debug: never let a filter enable that.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{level},ssh_agent_lib=info"))
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logging(args);
     for failure in harden::harden_process() {
         tracing::warn!("process hardening not applied: {failure}");
     }
@@ -172,19 +159,24 @@ fn serve(args: &Args, socket_path: &std::path::Path) -> anyhow::Result<()> {
             )?)?),
             (None, None) => None,
         };
-        let config = Arc::new(AgentConfig::new(
-            Arc::new(SystemClock),
-            args.askpass
-                .clone()
-                .or_else(|| std::env::var_os("SSH_ASKPASS").map(PathBuf::from)),
-            args.lifetime,
-        ));
+        let clock: Arc<dyn keyward::clock::Clock> = Arc::new(SystemClock);
         let keyring = Arc::new(Keyring::new());
         let service = Arc::new(Service::new(
             store,
             Some(Arc::clone(&keyring)),
-            Arc::clone(&config.clock),
+            Arc::clone(&clock),
         ));
+        // One audit trail for the agent sessions and the service.
+        let config = Arc::new(
+            AgentConfig::new(
+                clock,
+                args.askpass
+                    .clone()
+                    .or_else(|| std::env::var_os("SSH_ASKPASS").map(PathBuf::from)),
+                args.lifetime,
+            )
+            .with_auditor(service.auditor()),
+        );
         if let Some(file) = &args.passphrase_file {
             let passphrase = read_passphrase_file(file)?;
             if let Response::Error { message, .. } = service.handle(Request::Unlock { passphrase }) {
@@ -210,28 +202,7 @@ fn serve(args: &Args, socket_path: &std::path::Path) -> anyhow::Result<()> {
         let deps = daemon::Deps { keyring, config };
         tracing::info!(socket = %socket_path.display(), pid = std::process::id(), stored_keys = served, "keyward-agent serving");
         activation::notify("READY=1");
-        match control {
-            Some(control) => {
-                let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-                // Certificates renew themselves while the agent runs.
-                let scheduler = tokio::spawn(keyward::scheduler::run(
-                    Arc::clone(&service),
-                    Arc::new(SystemClock),
-                ));
-                let control_task = tokio::spawn(keyward::control::server::run(
-                    control,
-                    async move {
-                        let _ = stop_rx.wait_for(|s| *s).await;
-                    },
-                    service,
-                ));
-                daemon::run(listener, shutdown, deps).await;
-                let _ = stop_tx.send(true);
-                let _ = control_task.await;
-                scheduler.abort();
-            }
-            None => daemon::run(listener, shutdown, deps).await,
-        }
+        serve_until_stopped(listener, control, shutdown, deps, service).await;
         activation::notify("STOPPING=1");
         anyhow::Ok(sockets)
     })?;
@@ -242,6 +213,55 @@ fn serve(args: &Args, socket_path: &std::path::Path) -> anyhow::Result<()> {
     }
     tracing::info!("keyward-agent stopped");
     Ok(())
+}
+
+fn init_logging(args: &Args) {
+    let level = match (args.debug, &args.log_level) {
+        (true, _) => "debug",
+        (false, Some(level)) => level.as_str(),
+        (false, None) => config::DEFAULT_LOG_LEVEL,
+    };
+    // ssh-agent-lib logs the lock passphrase at debug: never let a filter enable that.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},ssh_agent_lib=info"))
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// Runs the agent, the control socket and the renewal scheduler until `shutdown`.
+async fn serve_until_stopped(
+    listener: tokio::net::UnixListener,
+    control: Option<tokio::net::UnixListener>,
+    shutdown: impl std::future::Future<Output = ()>,
+    deps: daemon::Deps,
+    service: Arc<Service>,
+) {
+    match control {
+        Some(control) => {
+            let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+            // Certificates renew themselves while the agent runs.
+            let scheduler = tokio::spawn(keyward::scheduler::run(
+                Arc::clone(&service),
+                Arc::new(SystemClock),
+            ));
+            let control_task = tokio::spawn(keyward::control::server::run(
+                control,
+                async move {
+                    let _ = stop_rx.wait_for(|s| *s).await;
+                },
+                service,
+            ));
+            daemon::run(listener, shutdown, deps).await;
+            let _ = stop_tx.send(true);
+            let _ = control_task.await;
+            scheduler.abort();
+        }
+        None => daemon::run(listener, shutdown, deps).await,
+    }
 }
 
 /// The sockets to remove at exit, with the inodes we bound.

@@ -28,7 +28,12 @@ struct Cli {
     store: Option<PathBuf>,
     /// File holding the store passphrase, for commands that open a sealed store themselves
     /// (no agent running).
-    #[arg(long, global = true, value_name = "FILE", env = "KEYWARD_PASSPHRASE_FILE")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "KEYWARD_PASSPHRASE_FILE"
+    )]
     store_passphrase_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -97,6 +102,28 @@ enum Command {
     /// Manage X.509 certificates made from stored keys, and their renewal.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Per-key policies: who may use a stored key, for what, where, when and how often.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Read the audit trail of every signature decision and key change.
+    Audit {
+        #[command(subcommand)]
+        command: Option<AuditCommand>,
+        /// Only this key (name or id).
+        #[arg(long)]
+        key: Option<String>,
+        /// From this sequence number on.
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+        /// At most this many records.
+        #[arg(long, default_value_t = 1_000)]
+        limit: usize,
+        /// Keep printing new records as they come.
+        #[arg(short, long)]
+        follow: bool,
+        #[command(flatten)]
+        json: Json,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -333,9 +360,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Key(command) => return key_command(&at, command),
         Command::Native(command) => {
             let root = <Cli as clap::CommandFactory>::command();
-            return Ok(keyward::native::run(command, &at.agent_socket, at.store, root)?);
+            return Ok(keyward::native::run(
+                command,
+                &at.agent_socket,
+                at.store,
+                root,
+            )?);
         }
         Command::Cert(command) => return cert_command(&at, command),
+        Command::Policy(command) => return policy_command(&at, command),
+        Command::Audit {
+            command,
+            key,
+            since,
+            limit,
+            follow,
+            json,
+        } => {
+            let verify = matches!(command, Some(AuditCommand::Verify));
+            return audit_command(&at, verify, key.as_deref(), since, limit, follow, json.json);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -591,7 +635,12 @@ fn cert_command(at: &Locations, command: CertCommand) -> anyhow::Result<ExitCode
         }
     };
     match command {
-        CertCommand::Create { key, days, subject, json } => {
+        CertCommand::Create {
+            key,
+            days,
+            subject,
+            json,
+        } => {
             let view = certs::expect_cert(backend.call(|| Request::CertCreate {
                 key: key.clone(),
                 subject: subject.clone(),
@@ -599,7 +648,9 @@ fn cert_command(at: &Locations, command: CertCommand) -> anyhow::Result<ExitCode
             })?)?;
             show(&view, json.json)?;
         }
-        CertCommand::Import { file, json } => show(&certs::import(&mut backend, &file)?, json.json)?,
+        CertCommand::Import { file, json } => {
+            show(&certs::import(&mut backend, &file)?, json.json)?
+        }
         CertCommand::List { all, json } => {
             let list = certs::expect_certs(backend.call(|| Request::CertList { all })?)?;
             if json.json {
@@ -609,20 +660,27 @@ fn cert_command(at: &Locations, command: CertCommand) -> anyhow::Result<ExitCode
             }
         }
         CertCommand::Show { cert, pem, json } => {
-            let view = certs::expect_cert(backend.call(|| Request::CertShow { cert: cert.clone() })?)?;
+            let view =
+                certs::expect_cert(backend.call(|| Request::CertShow { cert: cert.clone() })?)?;
             if pem {
                 print!("{}", view.pem);
             } else {
                 show(&view, json.json)?;
             }
         }
-        CertCommand::Export { cert, format, out, force } => {
+        CertCommand::Export {
+            cert,
+            format,
+            out,
+            force,
+        } => {
             let view = certs::export(&mut backend, &cert, format, &out, force)?;
             eprintln!("keyward: wrote {} ({})", out.display(), view.subject);
         }
         CertCommand::SshPubkey { .. } => unreachable!("handled above"),
         CertCommand::Renew { cert, json } => {
-            let view = certs::expect_cert(backend.call(|| Request::CertRenew { cert: cert.clone() })?)?;
+            let view =
+                certs::expect_cert(backend.call(|| Request::CertRenew { cert: cert.clone() })?)?;
             show(&view, json.json)?;
         }
         CertCommand::Policy {
@@ -640,13 +698,20 @@ fn cert_command(at: &Locations, command: CertCommand) -> anyhow::Result<ExitCode
             let change = certs::PolicyChange {
                 renew_before: renew_before.map(|d| d.as_secs()),
                 days,
-                rekey: if rekey { Some(true) } else if same_key { Some(false) } else { None },
+                rekey: if rekey {
+                    Some(true)
+                } else if same_key {
+                    Some(false)
+                } else {
+                    None
+                },
                 add_exports: exports,
                 clear_exports: no_exports,
                 hook,
                 clear_hook: no_hook,
             };
-            let current = certs::expect_cert(backend.call(|| Request::CertShow { cert: cert.clone() })?)?;
+            let current =
+                certs::expect_cert(backend.call(|| Request::CertShow { cert: cert.clone() })?)?;
             let view = if change.is_empty() {
                 current
             } else {
@@ -659,11 +724,16 @@ fn cert_command(at: &Locations, command: CertCommand) -> anyhow::Result<ExitCode
             show(&view, json.json)?;
         }
         CertCommand::Check { within, json } => {
-            let list = certs::expect_certs(backend.call(|| Request::CertCheck { within: within.as_secs() })?)?;
+            let list = certs::expect_certs(backend.call(|| Request::CertCheck {
+                within: within.as_secs(),
+            })?)?;
             if json.json {
                 print_json(&list)?;
             } else if list.is_empty() {
-                println!("no certificate expires within {} days", within.as_secs() / 86_400);
+                println!(
+                    "no certificate expires within {} days",
+                    within.as_secs() / 86_400
+                );
             } else {
                 print!("{}", certs::format_list(&list));
             }
@@ -671,6 +741,281 @@ fn cert_command(at: &Locations, command: CertCommand) -> anyhow::Result<ExitCode
                 return Ok(ExitCode::from(certs::EXPIRING_EXIT));
             }
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Policy flags (`keyward policy set` and `test`).
+#[derive(Args, Debug, Default)]
+struct PolicyFlags {
+    /// Ask through askpass before each signature.
+    #[arg(long)]
+    confirm: bool,
+    /// Usable for this long after the key is loaded (e.g. 8h).
+    #[arg(long, value_parser = keyward::clock::parse_duration)]
+    lifetime: Option<std::time::Duration>,
+    /// At most this many signatures.
+    #[arg(long)]
+    max_signatures: Option<u64>,
+    /// At most COUNT signatures per PERIOD, e.g. 10/1m.
+    #[arg(long, value_parser = keyward::cli::policy::parse_rate)]
+    rate: Option<keyward::policy::RateLimit>,
+    /// Allow legacy ssh-rsa (SHA-1) signatures.
+    #[arg(long)]
+    allow_sha1: bool,
+    /// Allowed destination: a host-key fingerprint (SHA256:...) or a host name from known_hosts
+    /// (repeatable).
+    #[arg(long = "destination", value_name = "HOST")]
+    destinations: Vec<String>,
+    /// Refuse use over a forwarded agent (ssh -A).
+    #[arg(long)]
+    deny_forwarding: bool,
+    /// Allowed peer uid (repeatable).
+    #[arg(long = "uid")]
+    uids: Vec<u32>,
+    /// Allowed executable, absolute path (repeatable).
+    #[arg(long = "exe", value_name = "PATH")]
+    executables: Vec<String>,
+    /// Allowed purpose: login, or an SSHSIG namespace such as git or file, or * (repeatable).
+    #[arg(long = "purpose")]
+    purposes: Vec<String>,
+    /// When: "[DAYS] HH:MM-HH:MM [+HH:MM]", e.g. "mon-fri 08:00-20:00 +01:00".
+    #[arg(long, value_parser = keyward::cli::policy::parse_hours)]
+    hours: Option<keyward::policy::TimeWindow>,
+    /// known_hosts file for host names (default: ~/.ssh/known_hosts).
+    #[arg(long, value_name = "FILE")]
+    known_hosts: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    /// Replace a key's policy with the one the flags describe (no flags: the default policy).
+    Set {
+        /// Name or id of the key.
+        key: String,
+        #[command(flatten)]
+        flags: PolicyFlags,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Show a key's policy.
+    Show {
+        /// Name or id of the key.
+        key: String,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Reset a key's policy to the default.
+    Clear {
+        /// Name or id of the key.
+        key: String,
+    },
+    /// Dry run: what the key's policy decides for a request; exits 1 when refused.
+    Test {
+        /// Name or id of the key.
+        key: String,
+        /// Destination host (fingerprint or known_hosts name).
+        #[arg(long)]
+        host: Option<String>,
+        /// Requesting executable.
+        #[arg(long)]
+        exe: Option<String>,
+        /// login, or an SSHSIG namespace.
+        #[arg(long)]
+        purpose: Option<String>,
+        /// Requesting uid.
+        #[arg(long)]
+        uid: Option<u32>,
+        /// Through a forwarded agent.
+        #[arg(long)]
+        forwarded: bool,
+        /// A legacy ssh-rsa (SHA-1) signature.
+        #[arg(long)]
+        sha1: bool,
+        /// known_hosts file for host names (default: ~/.ssh/known_hosts).
+        #[arg(long, value_name = "FILE")]
+        known_hosts: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Check the hash chain: exits 1 when a record was edited or removed.
+    Verify,
+}
+
+fn known_hosts(path: Option<PathBuf>) -> PathBuf {
+    path.unwrap_or_else(|| {
+        std::env::var_os("HOME")
+            .map_or_else(|| PathBuf::from("."), PathBuf::from)
+            .join(".ssh/known_hosts")
+    })
+}
+
+fn build_policy(flags: PolicyFlags) -> anyhow::Result<keyward::policy::Policy> {
+    use keyward::cli::policy as p;
+    let hosts = known_hosts(flags.known_hosts);
+    let mut destinations = Vec::new();
+    for host in &flags.destinations {
+        destinations.extend(p::resolve_host(host, &hosts)?);
+    }
+    let policy = keyward::policy::Policy {
+        confirm: flags.confirm,
+        lifetime_secs: flags.lifetime.map(|d| d.as_secs()),
+        max_signatures: flags.max_signatures,
+        rate: flags.rate,
+        allow_sha1: flags.allow_sha1,
+        destinations,
+        deny_forwarding: flags.deny_forwarding,
+        uids: flags.uids,
+        executables: flags.executables,
+        purposes: flags.purposes.iter().map(|s| p::parse_purpose(s)).collect(),
+        hours: flags.hours,
+    };
+    policy.validate()?;
+    Ok(policy)
+}
+
+fn policy_command(at: &Locations, command: PolicyCommand) -> anyhow::Result<ExitCode> {
+    use keyward::cli::policy as p;
+    let mut backend = Backend::open(at)?;
+    let show = |response: Response, json: bool| -> anyhow::Result<()> {
+        let Response::Policy { key, policy } = response else {
+            bail!("unexpected answer");
+        };
+        if json {
+            print_json(&policy)
+        } else {
+            print!("{}", p::format_policy(&key, &policy));
+            Ok(())
+        }
+    };
+    match command {
+        PolicyCommand::Set { key, flags, json } => {
+            let policy = build_policy(flags)?;
+            show(
+                backend.call(|| Request::PolicySet {
+                    key: key.clone(),
+                    policy: Some(policy.clone()),
+                })?,
+                json.json,
+            )?;
+        }
+        PolicyCommand::Show { key, json } => show(
+            backend.call(|| Request::PolicyShow { key: key.clone() })?,
+            json.json,
+        )?,
+        PolicyCommand::Clear { key } => {
+            backend.call(|| Request::PolicySet {
+                key: key.clone(),
+                policy: None,
+            })?;
+            eprintln!("keyward: policy of {key} reset to the default");
+        }
+        PolicyCommand::Test {
+            key,
+            host,
+            exe,
+            purpose,
+            uid,
+            forwarded,
+            sha1,
+            known_hosts: kh,
+        } => {
+            let host = match host {
+                Some(h) => Some(p::resolve_host(&h, &known_hosts(kh))?.remove(0)),
+                None => None,
+            };
+            let probe = keyward::control::proto::PolicyProbe {
+                host,
+                exe,
+                purpose,
+                uid,
+                forwarded,
+                algorithm: sha1.then(|| "ssh-rsa".to_owned()),
+            };
+            let Response::Decision {
+                allowed,
+                confirm,
+                rule,
+            } = backend.call(|| Request::PolicyTest {
+                key: key.clone(),
+                probe: probe.clone(),
+            })?
+            else {
+                bail!("unexpected answer");
+            };
+            if allowed {
+                println!(
+                    "allowed{}",
+                    if confirm { " after confirmation" } else { "" }
+                );
+            } else {
+                println!("refused by {}", rule.unwrap_or_default());
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn audit_command(
+    at: &Locations,
+    verify: bool,
+    key: Option<&str>,
+    since: u64,
+    limit: usize,
+    follow: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut backend = Backend::open(at)?;
+    if verify {
+        let Response::Verified(v) = backend.call(|| Request::AuditVerify)? else {
+            bail!("unexpected answer");
+        };
+        if json {
+            print_json(&v)?;
+        }
+        return Ok(match v.broken {
+            None => {
+                if !json {
+                    println!("audit trail intact: {} records", v.records);
+                }
+                ExitCode::SUCCESS
+            }
+            Some((seq, why)) => {
+                if !json {
+                    println!("audit trail BROKEN at record {seq}: {why}");
+                }
+                ExitCode::FAILURE
+            }
+        });
+    }
+    let mut from = since;
+    loop {
+        let Response::Audit { records } = backend.call(|| Request::AuditRead {
+            since: from,
+            limit,
+            key: key.map(str::to_owned),
+        })?
+        else {
+            bail!("unexpected answer");
+        };
+        if let Some(last) = records.last() {
+            from = last.seq + 1;
+        }
+        if json {
+            for r in &records {
+                println!("{}", serde_json::to_string(r)?);
+            }
+        } else {
+            print!("{}", keyward::cli::policy::format_audit(&records));
+        }
+        std::io::stdout().flush()?;
+        if !follow {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
     }
     Ok(ExitCode::SUCCESS)
 }

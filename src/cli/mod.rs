@@ -6,6 +6,7 @@
 pub mod certs;
 pub mod keys;
 pub mod passphrase;
+pub mod policy;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

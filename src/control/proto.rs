@@ -125,6 +125,72 @@ pub enum Request {
         /// The window, in seconds.
         within: u64,
     },
+    /// Replace a key's policy (`None` clears it back to the default).
+    PolicySet {
+        /// Name or id of the key.
+        key: String,
+        /// The policy.
+        policy: Option<crate::policy::Policy>,
+    },
+    /// A key's policy.
+    PolicyShow {
+        /// Name or id of the key.
+        key: String,
+    },
+    /// A dry run: what the key's policy decides for this request.
+    PolicyTest {
+        /// Name or id of the key.
+        key: String,
+        /// The request.
+        probe: PolicyProbe,
+    },
+    /// Audit records from `since` (sequence number), at most `limit`, optionally of one key.
+    AuditRead {
+        /// First sequence number.
+        since: u64,
+        /// At most this many.
+        limit: usize,
+        /// Only this key (name or id).
+        key: Option<String>,
+    },
+    /// Check the audit trail's hash chain.
+    AuditVerify,
+}
+
+/// The request `keyward policy test` asks about.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PolicyProbe {
+    /// Host key fingerprint (`SHA256:...`) the login goes to.
+    pub host: Option<String>,
+    /// Requesting executable.
+    pub exe: Option<String>,
+    /// `login`, or an SSHSIG namespace such as `git`.
+    pub purpose: Option<String>,
+    /// Requesting uid (default: ours).
+    pub uid: Option<u32>,
+    /// Whether the request arrives through a forwarded agent.
+    pub forwarded: bool,
+    /// Signature algorithm (default `rsa-sha2-256`; `ssh-rsa` is SHA-1).
+    pub algorithm: Option<String>,
+}
+
+/// One audit record as shown.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditView {
+    /// Sequence number.
+    pub seq: u64,
+    /// When, unix seconds.
+    pub at: u64,
+    /// When, RFC 3339.
+    pub time: String,
+    /// The key's name, if it still exists, else its id.
+    pub key: Option<String>,
+    /// What happened.
+    pub action: String,
+    /// `allowed`, `refused` or `info`.
+    pub outcome: String,
+    /// Details (requester, host, purpose, reason, chain).
+    pub detail: serde_json::Value,
 }
 
 /// A certificate as the CLI shows it.
@@ -255,6 +321,29 @@ pub enum Response {
         /// The certificates.
         certs: Vec<CertView>,
     },
+    /// A key's policy.
+    Policy {
+        /// The key's name.
+        key: String,
+        /// The policy in force.
+        policy: crate::policy::Policy,
+    },
+    /// A policy decision.
+    Decision {
+        /// Whether the signature would be made.
+        allowed: bool,
+        /// Whether the user would be asked first.
+        confirm: bool,
+        /// The rule that refused it.
+        rule: Option<String>,
+    },
+    /// Audit records.
+    Audit {
+        /// The records, oldest first.
+        records: Vec<AuditView>,
+    },
+    /// Result of an audit verification.
+    Verified(crate::audit::Verification),
     /// A private key, OpenSSH format, unencrypted.
     Private {
         /// The key.

@@ -367,18 +367,15 @@ impl Service {
     }
 
     /// Records an event; a failure to audit is logged, never fatal to the operation.
-    fn audit(&self, at: u64, key_id: Option<KeyId>, action: &str, detail: serde_json::Value) {
-        let event = AuditEvent {
-            at,
-            key_id,
-            action: action.to_owned(),
-            outcome: AuditOutcome::Info,
-            detail,
-        };
-        if let Ok(store) = self.store()
-            && let Err(e) = store.append_audit(&event)
-        {
-            tracing::warn!(error = %e, action, "cannot write audit event");
+    pub(crate) fn audit(&self, at: u64, key_id: Option<KeyId>, action: &str, detail: serde_json::Value) {
+        if let Some(auditor) = &self.auditor {
+            auditor.record_or_log(AuditEvent {
+                at,
+                key_id,
+                action: action.to_owned(),
+                outcome: AuditOutcome::Info,
+                detail,
+            });
         }
     }
 }

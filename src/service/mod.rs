@@ -11,6 +11,7 @@ use ssh_key::PrivateKey;
 use zeroize::Zeroizing;
 
 mod certs;
+mod policy;
 
 use crate::agent::Keyring;
 use crate::agent::keyring::{Constraints, Entry, SignerLoader, SignerSlot};
@@ -64,6 +65,9 @@ pub enum ServiceError {
         "certificate {0} was imported without its key: it is tracked, but keyward cannot renew it"
     )]
     CertWithoutKey(String),
+    /// A key policy is invalid.
+    #[error(transparent)]
+    KeyPolicy(#[from] crate::policy::PolicyError),
     /// A renewal would be due again at once.
     #[error(
         "the renewed certificate would be valid for {days} days, not more than renew-before: set a longer validity (`keyward cert policy ID --days N`) or a shorter renew-before"
@@ -96,6 +100,7 @@ impl ServiceError {
             | Self::Policy(_)
             | Self::AmbiguousCert(_)
             | Self::CertWithoutKey(_)
+            | Self::KeyPolicy(_)
             | Self::RenewalLoop { .. } => ErrorKind::Invalid,
             Self::NoStore | Self::NoAgent => ErrorKind::NoStore,
             Self::Export(_) | Self::Store(_) => ErrorKind::Internal,
@@ -126,6 +131,8 @@ pub struct Service {
     daemon_pid: Option<u32>,
     /// Woken when certificates or renewal policies change, so the scheduler re-plans.
     pub renewals_changed: tokio::sync::Notify,
+    /// The audit trail of the store (shared with the agent sessions).
+    auditor: Option<crate::audit::Auditor>,
 }
 
 impl Service {
@@ -136,13 +143,24 @@ impl Service {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let daemon_pid = keyring.as_ref().map(|_| std::process::id());
+        let auditor = store.as_ref().and_then(|s| {
+            crate::audit::Auditor::new(Arc::clone(s), crate::audit::DEFAULT_RETENTION)
+                .map_err(|e| tracing::error!(error = %e, "cannot open the audit trail"))
+                .ok()
+        });
         Self {
             store,
             keyring,
             clock,
             daemon_pid,
             renewals_changed: tokio::sync::Notify::new(),
+            auditor,
         }
+    }
+
+    /// The audit trail, to share with the agent sessions.
+    pub fn auditor(&self) -> Option<crate::audit::Auditor> {
+        self.auditor.clone()
     }
 
     /// Answers one request; failures become a typed error response.
@@ -165,7 +183,9 @@ impl Service {
         Ok(match request {
             Request::Status => Response::Status(self.status()?),
             Request::Unlock { passphrase } => {
-                self.store()?.unseal(passphrase.as_bytes())?;
+                let unsealed = self.store()?.unseal(passphrase.as_bytes());
+                self.audit(now, None, if unsealed.is_ok() { "unseal" } else { "unseal refused" }, serde_json::json!({}));
+                unsealed?;
                 let loaded = self.load_stored_keys()?;
                 tracing::info!(keys = loaded, "store unsealed");
                 Response::Ok
@@ -214,6 +234,11 @@ impl Service {
             | Request::CertRenew { .. }
             | Request::CertPolicy { .. }
             | Request::CertCheck { .. }) => self.cert_request(cert, now)?,
+            policy @ (Request::PolicySet { .. }
+            | Request::PolicyShow { .. }
+            | Request::PolicyTest { .. }
+            | Request::AuditRead { .. }
+            | Request::AuditVerify) => self.policy_request(policy, now)?,
             other => self.key_request(other, now)?,
         })
     }
@@ -338,7 +363,7 @@ impl Service {
     }
 
     /// Puts a stored key into the agent's key ring.
-    fn serve(&self, info: &KeyInfo) -> Result<(), ServiceError> {
+    pub(crate) fn serve(&self, info: &KeyInfo) -> Result<(), ServiceError> {
         let Some(ring) = &self.keyring else {
             return Ok(());
         };
@@ -360,15 +385,20 @@ impl Service {
                 PrivateKey::from_openssh(text).map_err(|e| format!("stored key {name}: {e}"))?;
             Signer::from_keypair(key.key_data()).map_err(|e| error_chain(&e))
         });
+        let policy = match self.store()?.get_policy(info.id)? {
+            Some(value) => crate::policy::Policy::from_json(value)?,
+            None => crate::policy::Policy::default(),
+        };
         Ok(Entry::new(
             info.public.key_data(),
             info.comment.clone(),
             SignerSlot::lazy(loader),
             Constraints::default(),
-        )?)
+        )?
+        .stored(info.id, policy, self.clock.unix_now()))
     }
 
-    fn is_loaded(&self, info: &KeyInfo) -> Result<bool, ServiceError> {
+    pub(crate) fn is_loaded(&self, info: &KeyInfo) -> Result<bool, ServiceError> {
         Ok(match &self.keyring {
             Some(ring) => ring
                 .find(

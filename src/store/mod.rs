@@ -129,6 +129,8 @@ pub trait AuditLog {
     fn read_audit(&self, since_seq: u64, limit: usize) -> Result<Vec<AuditEntry>>;
     /// Keeps the newest `max_count` events; returns how many were removed.
     fn prune_audit(&self, max_count: usize) -> Result<usize>;
+    /// The newest audit record, if any.
+    fn last_audit(&self) -> Result<Option<AuditEntry>>;
 }
 
 /// The whole store, as one object-safe trait (`Arc<dyn Store>`).

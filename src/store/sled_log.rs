@@ -71,6 +71,19 @@ impl AuditLog for SledStore {
             .collect()
     }
 
+    fn last_audit(&self) -> Result<Option<AuditEntry>> {
+        self.t
+            .audit
+            .last()?
+            .map(|(k, v)| {
+                Ok(AuditEntry {
+                    seq: parse_seq(&k)?,
+                    event: decode(|| what("audit", &k), AUDIT_V, &v)?,
+                })
+            })
+            .transpose()
+    }
+
     fn prune_audit(&self, max_count: usize) -> Result<usize> {
         let mut batch = sled::Batch::default();
         let mut removed = 0;
@@ -84,5 +97,21 @@ impl AuditLog for SledStore {
             self.flush()?;
         }
         Ok(removed)
+    }
+}
+
+#[cfg(test)]
+impl SledStore {
+    /// Overwrites an audit record in place, as an attacker with write access could.
+    pub(crate) fn replace_audit_for_test(&self, seq: u64, event: &crate::store::AuditEvent) {
+        self.t
+            .audit
+            .insert(seq.to_be_bytes(), encode(AUDIT_V, event))
+            .unwrap();
+    }
+
+    /// Deletes an audit record, as an attacker with write access could.
+    pub(crate) fn remove_audit_for_test(&self, seq: u64) {
+        self.t.audit.remove(seq.to_be_bytes()).unwrap();
     }
 }

@@ -1,0 +1,265 @@
+//! [`decide`]: the one place where a signature is allowed or refused, as a pure function of the
+//! key's policy, what is asked and by whom, and the time.
+
+use std::collections::VecDeque;
+
+use crate::agent::bind::Binding;
+use crate::policy::request::SignedData;
+use crate::policy::{Policy, Purpose};
+
+/// How a key has been used since it was loaded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// When the key was loaded (unix seconds): agent start, unseal or `keyward key load`.
+    pub loaded_at: u64,
+    /// Signatures made.
+    pub signatures: u64,
+    /// Times of recent signatures (for the rate limit), oldest first.
+    pub recent: VecDeque<u64>,
+}
+
+impl Usage {
+    /// A key loaded at `now`.
+    pub fn loaded(now: u64) -> Self {
+        Self {
+            loaded_at: now,
+            ..Self::default()
+        }
+    }
+
+    /// Counts a signature made at `now`, keeping only what the rate limit can need.
+    pub fn record(&mut self, now: u64, policy: &Policy) {
+        self.signatures += 1;
+        if let Some(rate) = policy.rate {
+            self.recent.push_back(now);
+            while self
+                .recent
+                .front()
+                .is_some_and(|&t| t + rate.per_secs <= now)
+            {
+                self.recent.pop_front();
+            }
+        }
+    }
+}
+
+/// Everything [`decide`] looks at besides the policy.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// Now, unix seconds.
+    pub now: u64,
+    /// The requesting process's uid.
+    pub uid: u32,
+    /// Its executable, where the OS tells it.
+    pub executable: Option<&'a str>,
+    /// The connection's session bindings, oldest first.
+    pub bindings: &'a [Binding],
+    /// What is to be signed.
+    pub data: &'a SignedData,
+    /// The signature algorithm asked for (`ssh-rsa` is SHA-1).
+    pub algorithm: &'a str,
+    /// The key's usage so far.
+    pub usage: &'a Usage,
+}
+
+/// Why a signature was refused: the rule that refused it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// `lifetime`.
+    #[error("lifetime: the key expired {0} seconds after it was loaded")]
+    Expired(u64),
+    /// `max_signatures`.
+    #[error("max_signatures: {0} signatures already made")]
+    MaxSignatures(u64),
+    /// `rate`.
+    #[error("rate: {count} signatures in {per_secs} seconds already")]
+    Rate {
+        /// The limit.
+        count: u32,
+        /// Its period.
+        per_secs: u64,
+    },
+    /// `allow_sha1`.
+    #[error("allow_sha1: legacy ssh-rsa (SHA-1) signatures are off for this key")]
+    Sha1,
+    /// `hours`.
+    #[error("hours: outside the allowed time window")]
+    Hours,
+    /// `uids`.
+    #[error("uids: uid {0} is not allowed")]
+    Uid(u32),
+    /// `executables`.
+    #[error("executables: {0} is not allowed")]
+    Executable(String),
+    /// `purposes`.
+    #[error("purposes: {0} is not an allowed purpose")]
+    Purpose(String),
+    /// `deny_forwarding`.
+    #[error("deny_forwarding: the request came through a forwarded agent")]
+    Forwarded,
+    /// `destinations`: not a login on a connection bound by `ssh`.
+    #[error(
+        "destinations: a destination-restricted key signs only logins on connections ssh has bound to a host"
+    )]
+    Unbound,
+    /// `destinations`: the login does not belong to the bound session.
+    #[error(
+        "destinations: the login's session or host key does not match the connection's binding"
+    )]
+    SessionMismatch,
+    /// `destinations`: the host is not allowed.
+    #[error("destinations: host key {0} is not an allowed destination")]
+    Destination(String),
+}
+
+/// The outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Sign (after asking the user when `confirm`).
+    Allow {
+        /// Ask through askpass first.
+        confirm: bool,
+    },
+    /// Do not sign.
+    Refuse(Refusal),
+}
+
+fn host_fingerprint(binding: &Binding) -> String {
+    binding
+        .host_key
+        .fingerprint(ssh_key::HashAlg::Sha256)
+        .to_string()
+}
+
+/// Decides one signature.
+pub fn decide(policy: &Policy, ctx: &Context<'_>) -> Decision {
+    match check(policy, ctx) {
+        Ok(()) => Decision::Allow {
+            confirm: policy.confirm,
+        },
+        Err(refusal) => Decision::Refuse(refusal),
+    }
+}
+
+fn check(policy: &Policy, ctx: &Context<'_>) -> Result<(), Refusal> {
+    if let Some(lifetime) = policy.lifetime_secs
+        && ctx.now >= ctx.usage.loaded_at.saturating_add(lifetime)
+    {
+        return Err(Refusal::Expired(lifetime));
+    }
+    if let Some(max) = policy.max_signatures
+        && ctx.usage.signatures >= max
+    {
+        return Err(Refusal::MaxSignatures(ctx.usage.signatures));
+    }
+    if let Some(rate) = policy.rate {
+        let recent = ctx
+            .usage
+            .recent
+            .iter()
+            .filter(|&&t| t + rate.per_secs > ctx.now)
+            .count();
+        if recent >= rate.count as usize {
+            return Err(Refusal::Rate {
+                count: rate.count,
+                per_secs: rate.per_secs,
+            });
+        }
+    }
+    if ctx.algorithm == "ssh-rsa" && !policy.allow_sha1 {
+        return Err(Refusal::Sha1);
+    }
+    if let Some(window) = &policy.hours
+        && !in_window(window, ctx.now)
+    {
+        return Err(Refusal::Hours);
+    }
+    if !policy.uids.is_empty() && !policy.uids.contains(&ctx.uid) {
+        return Err(Refusal::Uid(ctx.uid));
+    }
+    if !policy.executables.is_empty() {
+        let exe = ctx.executable.unwrap_or("(unknown)");
+        if !policy.executables.iter().any(|e| e == exe) {
+            return Err(Refusal::Executable(exe.to_owned()));
+        }
+    }
+    if !policy.purposes.is_empty() {
+        let allowed = policy.purposes.iter().any(|p| match (p, ctx.data) {
+            (Purpose::Login, SignedData::Userauth { .. }) => true,
+            (Purpose::Sshsig(want), SignedData::Sshsig { namespace }) => {
+                want == "*" || want == namespace
+            }
+            _ => false,
+        });
+        if !allowed {
+            return Err(Refusal::Purpose(describe(ctx.data)));
+        }
+    }
+    if policy.deny_forwarding && ctx.bindings.iter().any(|b| b.forwarded) {
+        return Err(Refusal::Forwarded);
+    }
+    if !policy.destinations.is_empty() {
+        check_destination(policy, ctx)?;
+    }
+    Ok(())
+}
+
+/// OpenSSH's `restrict-destination-v00` rule: a restricted key signs only a login on a bound
+/// connection, for the session of the latest binding, to an allowed host, through allowed hops.
+fn check_destination(policy: &Policy, ctx: &Context<'_>) -> Result<(), Refusal> {
+    let (
+        Some(last),
+        SignedData::Userauth {
+            session_id,
+            host_key,
+            ..
+        },
+    ) = (ctx.bindings.last(), ctx.data)
+    else {
+        return Err(Refusal::Unbound);
+    };
+    if last.forwarded || *session_id != last.session_id {
+        return Err(Refusal::SessionMismatch);
+    }
+    if let Some(host_key) = host_key {
+        let bound = crate::keys::public_blob(&last.host_key).unwrap_or_default();
+        if *host_key != bound {
+            return Err(Refusal::SessionMismatch);
+        }
+    }
+    for hop in ctx.bindings {
+        let fingerprint = host_fingerprint(hop);
+        if !policy.allows_host(&fingerprint) {
+            return Err(Refusal::Destination(fingerprint));
+        }
+    }
+    Ok(())
+}
+
+/// A short description of what is to be signed, for refusals and the audit log.
+pub fn describe(data: &SignedData) -> String {
+    match data {
+        SignedData::Userauth { user, .. } => format!("login as {user}"),
+        SignedData::Sshsig { namespace } => format!("sshsig namespace {namespace}"),
+        SignedData::Other => "other data".to_owned(),
+    }
+}
+
+fn in_window(window: &crate::policy::TimeWindow, now: u64) -> bool {
+    let local = i64::try_from(now).unwrap_or(i64::MAX) + i64::from(window.utc_offset_minutes) * 60;
+    let days = local.div_euclid(86_400);
+    // 1970-01-01 was a Thursday (weekday 3 with Monday = 0).
+    let weekday = u8::try_from((days + 3).rem_euclid(7)).unwrap_or(0);
+    let minute = u16::try_from(local.rem_euclid(86_400) / 60).unwrap_or(0);
+    if !window.days.is_empty() && !window.days.contains(&weekday) {
+        return false;
+    }
+    if window.from_minute <= window.to_minute {
+        (window.from_minute..window.to_minute).contains(&minute)
+    } else {
+        minute >= window.from_minute || minute < window.to_minute
+    }
+}
+
+#[cfg(test)]
+mod tests;
