@@ -12,9 +12,6 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::control::client::Client;
-use crate::control::proto::{Request, Response};
-
 /// The first OpenSSH release that sends `session-bind@openssh.com` (destination restrictions).
 pub const SESSION_BIND_OPENSSH: (u32, u32) = (8, 9);
 
@@ -74,7 +71,7 @@ pub fn run(inputs: &Inputs) -> Vec<Check> {
         ssh_auth_sock(inputs.ssh_auth_sock.as_deref(), socket),
         path_mode("socket directory", dir, 0o700),
         path_mode("agent socket", socket, 0o600),
-        path_mode("control socket", &control, 0o600),
+        control_socket(&control),
         agent_answers(socket),
     ];
     checks.extend(store(&control));
@@ -196,6 +193,25 @@ pub fn path_mode(name: &'static str, path: &Path, mode: u32) -> Check {
     )
 }
 
+/// The control socket: like [`path_mode`], but its absence only warns, since an agent run with
+/// `--no-store` has none (and a missing agent fails its own check).
+fn control_socket(control: &Path) -> Check {
+    if control.exists() {
+        return path_mode("control socket", control, 0o600);
+    }
+    check(
+        "control socket",
+        Outcome::Warn,
+        format!(
+            "{} is missing: `keyward` cannot manage the agent",
+            control.display()
+        ),
+        Some(
+            "run the agent with a store (not --no-store); under systemd enable keyward-control.socket",
+        ),
+    )
+}
+
 /// The agent answers a request for its identities (what `ssh-add -l` sends).
 pub fn agent_answers(socket: &Path) -> Check {
     let fix = "start it: `systemctl --user start keyward.socket`, or eval \"$(keyward start)\"; its log is `journalctl --user -u keyward` or agent.log beside the socket";
@@ -231,91 +247,6 @@ pub fn list_identities(socket: &Path) -> std::io::Result<u32> {
     Ok(u32::from_be_bytes([
         header[5], header[6], header[7], header[8],
     ]))
-}
-
-/// The store's state, from the running daemon.
-pub fn store(control: &Path) -> Vec<Check> {
-    let Some(mut client) = Client::connect(control) else {
-        return vec![check(
-            "store",
-            Outcome::Skip,
-            format!("no daemon answers on {}", control.display()),
-            None,
-        )];
-    };
-    let status = match client.call(Request::Status) {
-        Ok(Response::Status(status)) => status,
-        Ok(Response::Error { message, .. }) => {
-            return vec![check(
-                "store",
-                Outcome::Warn,
-                message,
-                Some(
-                    "the agent runs without a store; start it without --no-store (or store.enabled = true)",
-                ),
-            )];
-        }
-        Ok(_) => {
-            return vec![check(
-                "store",
-                Outcome::Fail,
-                "unexpected answer".into(),
-                None,
-            )];
-        }
-        Err(e) => {
-            return vec![check(
-                "store",
-                Outcome::Fail,
-                crate::service::error_chain(&e),
-                Some("restart the agent with this version of keyward"),
-            )];
-        }
-    };
-    let mut checks = Vec::new();
-    checks.push(if status.sealed {
-        check(
-            "store",
-            Outcome::Warn,
-            format!("{} is sealed: its keys are not served", status.store),
-            Some(
-                "keyward unlock (or set store.passphrase_file / store.credential in keyward.toml)",
-            ),
-        )
-    } else {
-        check(
-            "store",
-            Outcome::Ok,
-            format!(
-                "{} unsealed, {} keys, {} certificates",
-                status.store, status.key_count, status.cert_count
-            ),
-            None,
-        )
-    });
-    checks.push(if status.passphrase_set {
-        check(
-            "passphrase",
-            Outcome::Ok,
-            "private keys are encrypted with your passphrase".into(),
-            None,
-        )
-    } else {
-        check(
-            "passphrase",
-            Outcome::Warn,
-            "none: private keys are protected by file permissions only".into(),
-            Some("keyward passwd"),
-        )
-    });
-    checks.push(check(
-        "certificates",
-        Outcome::Skip,
-        "expiry is not exposed over the control socket yet; run `keyward cert check --within 30d`"
-            .into(),
-        None,
-    ));
-    checks
 }
 
 /// `ssh -V`'s output (it prints to stderr), or `None` if ssh is not installed.
@@ -390,6 +321,10 @@ pub fn config(explicit: Option<&Path>) -> Check {
         ),
     }
 }
+
+#[path = "doctor_store.rs"]
+mod store_checks;
+pub use store_checks::store;
 
 #[cfg(test)]
 #[path = "doctor_tests.rs"]

@@ -25,3 +25,6 @@ mod store_at_rest;
 mod store_crash;
 mod store_env;
 mod store_persist;
+mod service_activation;
+mod service_cli;
+mod service_units;
