@@ -346,6 +346,16 @@ impl Config {
     }
 }
 
+/// The default file's socket and store directory, for the `keyward` CLI to find the agent the
+/// file configures; `Err` when the file exists but is invalid.
+pub fn client_locations() -> Result<(Option<PathBuf>, Option<PathBuf>), ConfigError> {
+    let (config, _) = Config::load(None)?;
+    Ok((
+        config.agent.socket.map(|p| p.0),
+        config.store.path.map(|p| p.0),
+    ))
+}
+
 /// `$XDG_CONFIG_HOME/keyward/keyward.toml`, else `~/.config/keyward/keyward.toml`.
 pub fn default_path() -> Option<PathBuf> {
     let var = |name| {

@@ -259,9 +259,14 @@ fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
 
 #[allow(clippy::too_many_lines)] // one short arm per subcommand
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Where the configuration file puts the agent; flags and KEYWARD_SOCKET win over it.
+    let (config_socket, config_store) = keyward::config::client_locations().unwrap_or_else(|e| {
+        eprintln!("keyward: ignoring the configuration file: {e}");
+        (None, None)
+    });
     let at = Locations {
-        agent_socket: cli.socket.unwrap_or_else(socket::default_agent_socket),
-        store: cli.store.or_else(paths::default_store_dir),
+        agent_socket: cli.socket.or(config_socket).unwrap_or_else(socket::default_agent_socket),
+        store: cli.store.or(config_store).or_else(paths::default_store_dir),
         store_passphrase_file: cli.store_passphrase_file,
     };
     match cli.command {

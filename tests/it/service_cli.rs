@@ -49,10 +49,12 @@ fn config_check_accepts_the_example_and_names_an_unknown_key_and_its_line() {
 }
 
 #[test]
-fn agent_takes_its_socket_from_the_config_and_flags_override_it() {
+fn agent_and_cli_take_the_socket_from_the_default_config_and_flags_override_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("from-config").join("agent.sock");
-    let config = dir.path().join("keyward.toml");
+    let config_dir = dir.path().join(".config/keyward");
+    fs::create_dir_all(&config_dir).expect("mkdir config");
+    let config = config_dir.join("keyward.toml");
     fs::write(
         &config,
         format!(
@@ -61,10 +63,9 @@ fn agent_takes_its_socket_from_the_config_and_flags_override_it() {
         ),
     )
     .expect("write config");
+    // No --config: $HOME/.config/keyward/keyward.toml is read.
     let log = fs::File::create(dir.path().join("agent.log")).expect("log");
     let child = clean_command(agent_bin(), dir.path())
-        .arg("--config")
-        .arg(&config)
         .stderr(log)
         .spawn()
         .expect("spawn keyward-agent");
@@ -76,12 +77,20 @@ fn agent_takes_its_socket_from_the_config_and_flags_override_it() {
         "{}",
         agent.log()
     );
+    // The CLI finds the agent where the same file puts it.
+    let env = run(clean_command(cli_bin(), agent.dir()).arg("env"));
+    env.assert_success("keyward env");
+    assert!(
+        env.stdout
+            .contains(&format!("SSH_AUTH_SOCK={}; export", socket.display())),
+        "{env:#?}"
+    );
 
     let other = agent.dir().join("flag").join("agent.sock");
     let log = fs::File::create(agent.dir().join("agent2.log")).expect("log");
     let mut second = clean_command(agent_bin(), agent.dir())
         .arg("--config")
-        .arg(agent.dir().join("keyward.toml"))
+        .arg(&config)
         .arg("--socket")
         .arg(&other)
         .stderr(log)
