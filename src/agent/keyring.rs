@@ -38,17 +38,17 @@ pub struct Entry {
     pub signer: SignerSlot,
     /// Use constraints.
     pub constraints: Constraints,
-    /// For stored keys: the store id, the policy and how the key has been used.
-    pub stored: Option<StoredKey>,
+    /// The policy the key signs under (stored keys; `ssh-add -h` keys) and its usage.
+    pub policy: Option<KeyPolicy>,
     /// Whether it is an RSA key (whose signature algorithm depends on the request's flags).
     pub is_rsa: bool,
 }
 
-/// What the agent keeps about a key that comes from the store.
+/// A key's policy as the agent enforces it.
 #[derive(Debug)]
-pub struct StoredKey {
-    /// The key's id in the store.
-    pub id: crate::store::KeyId,
+pub struct KeyPolicy {
+    /// The key's id in the store (`None` for a key added with `ssh-add -h`).
+    pub id: Option<crate::store::KeyId>,
     /// Its policy, decided on by [`crate::policy::decide`] before every signature.
     pub policy: crate::policy::Policy,
     /// Its use since it was loaded.
@@ -120,20 +120,20 @@ impl Entry {
             comment,
             signer,
             constraints,
-            stored: None,
+            policy: None,
             is_rsa: matches!(public, ssh_key::public::KeyData::Rsa(_)),
         })
     }
 
-    /// Marks the entry as the stored key `id` under `policy`, loaded at `now` (unix seconds).
+    /// Puts the entry (stored key `id`, if any) under `policy`, loaded at `now` (unix seconds).
     #[must_use]
-    pub fn stored(
+    pub fn with_policy(
         mut self,
-        id: crate::store::KeyId,
+        id: Option<crate::store::KeyId>,
         policy: crate::policy::Policy,
         now: u64,
     ) -> Self {
-        self.stored = Some(StoredKey {
+        self.policy = Some(KeyPolicy {
             id,
             policy,
             usage: std::sync::Mutex::new(crate::policy::Usage::loaded(now)),

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ssh_agent_lib::proto::extension::RestrictDestination;
 use ssh_agent_lib::proto::{
     AddIdentity, AddIdentityConstrained, Extension, KeyConstraint, PrivateCredential, Request,
     SignRequest,
@@ -198,7 +199,7 @@ impl Session {
         let signed = tokio::task::spawn_blocking(move || {
             let signer = entry.signer.get().map_err(crate::keys::KeyError::Signing)?;
             let signature = signer.sign(&data, flags)?;
-            if let Some(stored) = &entry.stored {
+            if let Some(stored) = &entry.policy {
                 stored
                     .usage
                     .lock()
@@ -234,7 +235,7 @@ impl Session {
     /// Applies the key's policy and confirmation; records refusals.
     async fn authorize(&self, entry: &Entry, request: &Requester<'_>) -> bool {
         let mut confirm = entry.constraints.confirm;
-        if let Some(stored) = &entry.stored {
+        if let Some(stored) = &entry.policy {
             let decision = {
                 let usage = stored
                     .usage
@@ -333,7 +334,7 @@ impl Session {
             .to_string();
         let forwarded = hops.iter().any(|h| h.forwarded);
         Reply::Owned(self.keyring.identities_answer_filtered(now, |entry| {
-            entry.stored.as_ref().is_none_or(|s| {
+            entry.policy.as_ref().is_none_or(|s| {
                 s.policy.allows_host(&host) && !(forwarded && s.policy.deny_forwarding)
             })
         }))
@@ -344,7 +345,7 @@ impl Session {
             tracing::info!("refused to add an OpenSSH certificate identity (not supported yet)");
             return Reply::FAILURE;
         };
-        let constraints = match self.constraints(constraints) {
+        let (constraints, destinations) = match self.constraints(constraints) {
             Ok(c) => c,
             Err(why) => {
                 tracing::info!(%why, "refused to add a key with a constraint we cannot enforce");
@@ -357,20 +358,28 @@ impl Session {
             return Reply::FAILURE;
         };
         drop(privkey);
-        let Ok(entry) = Entry::new(&public, comment, signer, constraints) else {
+        let Ok(mut entry) = Entry::new(&public, comment, signer, constraints) else {
             return Reply::FAILURE;
         };
+        if let Some(policy) = destinations {
+            entry = entry.with_policy(None, policy, self.config.clock.unix_now());
+        }
         tracing::info!(fingerprint = %entry.fingerprint, pid = ?self.peer.pid, "key added");
         Reply::status(self.keyring.add(entry).is_ok())
     }
 
     /// Turns wire constraints into ours; any constraint we would not enforce refuses the add.
-    fn constraints(&self, wire: &[KeyConstraint]) -> Result<Constraints, String> {
+    /// Destination constraints (`ssh-add -h`) become a policy enforced like a stored key's.
+    fn constraints(
+        &self,
+        wire: &[KeyConstraint],
+    ) -> Result<(Constraints, Option<policy::Policy>), String> {
         let now = self.config.clock.boot_now();
         let mut out = Constraints {
             expires: self.config.default_lifetime.map(|l| now + l),
             confirm: false,
         };
+        let mut destinations = None;
         for constraint in wire {
             match constraint {
                 KeyConstraint::Lifetime(secs) => {
@@ -378,11 +387,17 @@ impl Session {
                 }
                 KeyConstraint::Confirm => out.confirm = true,
                 KeyConstraint::Extension(ext) => {
-                    return Err(format!("unsupported constraint extension {:?}", ext.name));
+                    match ext.parse_key_constraint::<RestrictDestination>() {
+                        Ok(Some(restrict)) => destinations = Some(destination_policy(&restrict)?),
+                        Ok(None) => {
+                            return Err(format!("unsupported constraint extension {:?}", ext.name));
+                        }
+                        Err(e) => return Err(format!("malformed destination constraint: {e}")),
+                    }
                 }
             }
         }
-        Ok(out)
+        Ok((out, destinations))
     }
 
     fn extension(&mut self, ext: &Extension) -> Reply {
@@ -476,11 +491,53 @@ fn event(
     detail["fingerprint"] = serde_json::json!(entry.fingerprint);
     AuditEvent {
         at,
-        key_id: entry.stored.as_ref().map(|s| s.id),
+        key_id: entry.policy.as_ref().and_then(|s| s.id),
         action: action.to_owned(),
         outcome,
         detail,
     }
+}
+
+/// The policy for a key added with `ssh-add -h`: it may sign logins to the hosts named as hops'
+/// destinations (and through the hosts named as their origins), and is used over a forwarded
+/// agent only if some hop starts at another host, as in OpenSSH. Host-key certificate
+/// authorities and per-hop user names are not supported: such an add is refused.
+fn destination_policy(restrict: &RestrictDestination) -> Result<policy::Policy, String> {
+    let mut destinations = Vec::new();
+    let mut hops_forward = false;
+    for hop in &restrict.constraints {
+        if !hop.from.hostname.is_empty() || !hop.from.keys.is_empty() {
+            hops_forward = true;
+        }
+        if !hop.to.username.is_empty() {
+            return Err("per-user destination constraints are not supported".into());
+        }
+        for spec in hop.from.keys.iter().chain(&hop.to.keys) {
+            if spec.is_ca {
+                return Err(
+                    "host certificate authorities in destination constraints are not supported"
+                        .into(),
+                );
+            }
+            let fingerprint = spec
+                .keyblob
+                .fingerprint(ssh_key::HashAlg::Sha256)
+                .to_string();
+            if !destinations.contains(&fingerprint) {
+                destinations.push(fingerprint);
+            }
+        }
+    }
+    if destinations.is_empty() {
+        return Err("a destination constraint without host keys".into());
+    }
+    Ok(policy::Policy {
+        destinations,
+        deny_forwarding: !hops_forward,
+        // ssh-add keys keep OpenSSH's algorithm rules.
+        allow_sha1: true,
+        ..policy::Policy::default()
+    })
 }
 
 /// Decodes a request that must use the whole frame: trailing bytes are an error.
@@ -714,6 +771,86 @@ mod tests {
     }
 
     const MAX: usize = crate::agent::bind::MAX_BINDINGS;
+
+    /// `ssh-add -h`: the key signs only a login on a connection bound to the allowed host.
+    #[tokio::test]
+    async fn destination_constrained_keys_follow_their_constraint() {
+        use ssh_agent_lib::proto::extension::{
+            DestinationConstraint, HostTuple, KeySpec, RestrictDestination,
+        };
+        let mut f = fixture();
+        let key = ed25519();
+        let (a, b) = (ed25519(), ed25519());
+        let hop = |to: &PrivateKey| DestinationConstraint {
+            from: HostTuple {
+                username: String::new(),
+                hostname: String::new(),
+                keys: vec![],
+            },
+            to: HostTuple {
+                username: String::new(),
+                hostname: "a".into(),
+                keys: vec![KeySpec {
+                    keyblob: to.public_key().key_data().clone(),
+                    is_ca: false,
+                }],
+            },
+        };
+        let restrict = RestrictDestination {
+            constraints: vec![hop(&a)],
+        };
+        let ext = Extension::new_key_constraint(restrict).unwrap();
+        assert_eq!(
+            send(
+                &mut f.session,
+                &add(&key, vec![KeyConstraint::Extension(ext)])
+            )
+            .await,
+            wire::SUCCESS
+        );
+        // Unbound: refused (and plain data is never signed).
+        assert_eq!(send(&mut f.session, &sign(&key)).await, wire::FAILURE);
+        // A login on a connection bound to A, for A's session: signed.
+        assert_eq!(
+            send(&mut f.session, &bind_frame(&a, b"sid", false, false)).await,
+            wire::SUCCESS
+        );
+        let mut login = Vec::new();
+        b"sid".encode(&mut login).unwrap();
+        login.push(50);
+        for part in [&b"me"[..], b"ssh-connection", b"publickey"] {
+            part.encode(&mut login).unwrap();
+        }
+        login.push(1);
+        b"ssh-ed25519".encode(&mut login).unwrap();
+        b"blob".encode(&mut login).unwrap();
+        let request = |data: Vec<u8>| {
+            encode(&Request::SignRequest(SignRequest {
+                credential: PublicCredential::Key(key.public_key().key_data().clone()),
+                data,
+                flags: 0,
+            }))
+        };
+        assert_eq!(
+            send(&mut f.session, &request(login.clone())).await,
+            wire::SIGN_RESPONSE
+        );
+        // On a connection bound to B: not listed, not signed.
+        let mut other = fixture();
+        other.session.keyring = Arc::clone(&f.session.keyring);
+        assert_eq!(
+            send(&mut other.session, &bind_frame(&b, b"sid", false, false)).await,
+            wire::SUCCESS
+        );
+        assert_eq!(
+            other.session.handle(&[11]).await.as_bytes(),
+            &[12, 0, 0, 0, 0]
+        );
+        assert_eq!(
+            send(&mut other.session, &request(login)).await,
+            wire::FAILURE
+        );
+    }
 
     #[tokio::test]
     async fn query_lists_session_bind() {

@@ -395,7 +395,7 @@ impl Service {
             SignerSlot::lazy(loader),
             Constraints::default(),
         )?
-        .stored(info.id, policy, self.clock.unix_now()))
+        .with_policy(Some(info.id), policy, self.clock.unix_now()))
     }
 
     pub(crate) fn is_loaded(&self, info: &KeyInfo) -> Result<bool, ServiceError> {
