@@ -265,7 +265,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         (None, None)
     });
     let at = Locations {
-        agent_socket: cli.socket.or(config_socket).unwrap_or_else(socket::default_agent_socket),
+        agent_socket: cli
+            .socket
+            .or(config_socket)
+            .unwrap_or_else(socket::default_agent_socket),
         store: cli.store.or(config_store).or_else(paths::default_store_dir),
         store_passphrase_file: cli.store_passphrase_file,
     };
@@ -624,6 +627,7 @@ enum CertCommand {
     },
 }
 
+#[allow(clippy::too_many_lines)] // one short arm per subcommand
 fn cert_command(at: &Locations, command: CertCommand) -> anyhow::Result<ExitCode> {
     use keyward::cli::certs;
     if let CertCommand::SshPubkey { file, comment } = &command {
@@ -654,7 +658,7 @@ fn cert_command(at: &Locations, command: CertCommand) -> anyhow::Result<ExitCode
             show(&view, json.json)?;
         }
         CertCommand::Import { file, json } => {
-            show(&certs::import(&mut backend, &file)?, json.json)?
+            show(&certs::import(&mut backend, &file)?, json.json)?;
         }
         CertCommand::List { all, json } => {
             let list = certs::expect_certs(backend.call(|| Request::CertList { all })?)?;
