@@ -3,6 +3,7 @@
 //!
 //! Readiness is a successful `connect()` on the socket, never a sleep of a guessed length.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -62,6 +63,14 @@ pub struct Agent {
 impl Agent {
     /// Starts an agent in a fresh directory and waits until its socket accepts connections.
     pub fn start(kind: Kind) -> Result<Self> {
+        let mut agent = Self::spawn(kind, &[])?;
+        agent.wait_ready()?;
+        Ok(agent)
+    }
+
+    /// Starts an agent in a fresh directory with `extra` arguments and returns at once, before
+    /// it listens: the caller times its start-up.
+    pub fn spawn(kind: Kind, extra: &[&OsStr]) -> Result<Self> {
         let program = kind.program()?;
         let dir = tempfile::Builder::new()
             .prefix("kwbench-")
@@ -74,6 +83,7 @@ impl Agent {
             Kind::Keyward => cmd.arg("--socket").arg(&socket),
             Kind::OpenSsh => cmd.arg("-D").arg("-a").arg(&socket),
         };
+        cmd.args(extra);
         // Keep keyward away from the user's real store and config; quiet logs cost nothing.
         let home = dir.path().join("home");
         fs::create_dir(&home)?;
@@ -90,14 +100,24 @@ impl Agent {
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {}", program.display()))?;
-        let mut agent = Self {
+        Ok(Self {
             kind,
             child,
             socket,
             dir,
-        };
-        agent.wait_ready()?;
-        Ok(agent)
+        })
+    }
+
+    /// Fails, with the agent's log, if it has exited.
+    pub fn check_alive(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!(
+                "{} exited ({status}); its log:\n{}",
+                self.kind.name(),
+                self.log()
+            );
+        }
+        Ok(())
     }
 
     fn wait_ready(&mut self) -> Result<()> {

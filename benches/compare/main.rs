@@ -1,38 +1,50 @@
-//! `cargo bench --bench compare`: keyward-agent against OpenSSH's `ssh-agent`, side by side.
+//! `cargo bench --bench compare`: keyward against OpenSSH's `ssh-agent`, `ssh-keygen` and
+//! `openssl req -x509`, side by side.
 //!
-//! Both agents are started from scratch, each in its own temporary directory, loaded with the
-//! same RSA-2048 keys over the agent protocol (`SSH_AGENTC_ADD_IDENTITY`), checked (the listed
-//! keys match, signatures verify for rsa-sha2-256 and rsa-sha2-512) and then measured one at a
-//! time (alternating in short rounds, median kept), so they never compete for the CPU:
+//! Phases (`KEYWARD_BENCH_PHASES`, comma-separated, default all):
 //!
-//! * with 1 key: signatures/s and p50/p99 latency at 1, 8 and 64 concurrent clients (one
-//!   connection each), request-identities/s, connect-list-close churn/s, peak RSS (`VmHWM`);
-//! * with 1,000 keys (fresh agents): time to add them, request-identities/s, signing with the last
-//!   key added, peak RSS;
-//! * `openssl speed -seconds 3 -multi <cores> rsa2048` sign/s as the ceiling for keyward at 8
-//!   clients.
+//! * `agents`: both agents are started from scratch, each in its own temporary directory, loaded
+//!   with the same RSA-2048 keys over the agent protocol (`SSH_AGENTC_ADD_IDENTITY`), checked (the
+//!   listed keys match, signatures verify for rsa-sha2-256 and rsa-sha2-512) and then measured
+//!   one at a time (alternating in short rounds, median kept), so they never compete for the CPU:
+//!   with 1 key, signatures/s and p50/p99 latency at 1, 8 and 64 concurrent clients (one
+//!   connection each), request-identities/s, connect-list-close churn/s, peak RSS (`VmHWM`); with
+//!   1,000 keys (fresh agents), time to add them, request-identities/s, signing with the last key
+//!   added, peak RSS; and `openssl speed -seconds 3 -multi <cores> rsa2048` sign/s as the
+//!   ceiling for keyward at 8 clients ([`rounds`], [`load`]);
+//! * `store`: keyward-agent started on a store of 10,000 Ed25519 keys and 10,000 certificates,
+//!   time to its first answer and to the full list ([`store`]);
+//! * `keygen`: `keyward key generate -t rsa -b 2048` against `ssh-keygen` ([`cli`]);
+//! * `cert`: `keyward cert create` against `openssl req -x509` ([`cli`]).
 //!
 //! It prints a table (ratios are keyward/reference; the `better` column says which direction
-//! wins) and writes JSON to `$KEYWARD_BENCH_OUT` or `<target>/bench/compare.json`.
+//! wins; a target is a ratio or an absolute limit) and writes JSON to `$KEYWARD_BENCH_OUT` or
+//! `<target>/bench/compare.json`.
 //!
-//! Environment: `KEYWARD_BENCH_SECS` (seconds per measurement, default 3; the whole run then
-//! takes about 70 s), `KEYWARD_BENCH_KEYS` (default 1000), `KEYWARD_BENCH_OPENSSL_MULTI`
-//! (default: the number of cores), `KEYWARD_BENCH_STRICT=1` (exit non-zero when a target is
-//! missed), `KEYWARD_AGENT_BIN` / `SSH_AGENT_BIN` (other agent binaries). The generated keys are
-//! cached in `<target>/bench/rsa2048-keys.openssh`; the first run spends about half a minute
-//! making them.
+//! Environment: `KEYWARD_BENCH_SECS` (seconds per load measurement, default 3; the whole run then
+//! takes about two minutes), `KEYWARD_BENCH_KEYS` (default 1000), `KEYWARD_BENCH_OPENSSL_MULTI`
+//! (default: the number of cores), `KEYWARD_BENCH_STORE_KEYS` (default 10000),
+//! `KEYWARD_BENCH_STARTS` (agent starts per start-up figure, default 5), `KEYWARD_BENCH_RUNS`
+//! (command runs per CLI figure, default 15), `KEYWARD_BENCH_STRICT=1` (exit non-zero when a
+//! target is missed), `KEYWARD_AGENT_BIN` / `SSH_AGENT_BIN` (other agent binaries). The generated
+//! RSA keys are cached in `<target>/bench/rsa2048-keys.openssh` and the start-up store in
+//! `<target>/bench/store-ed25519-10000/`; the first run spends about half a minute making them.
 
 mod agents;
+mod cli;
+mod config;
 mod keys;
 mod load;
 mod openssl;
 mod proto;
 mod report;
+mod rounds;
+mod store;
+mod timing;
 
 use std::collections::HashSet;
-use std::path::PathBuf;
-use std::process::{Command, ExitCode};
-use std::time::{Duration, Instant};
+use std::process::ExitCode;
+use std::time::Instant;
 
 use anyhow::{Context as _, Result, ensure};
 use serde_json::json;
@@ -40,55 +52,10 @@ use ssh_key::private::RsaKeypair;
 use ssh_key::public::{KeyData, RsaPublicKey};
 
 use agents::{Agent, Kind};
+use config::{Config, loadavg, tool_version};
 use proto::{Client, REQUEST_IDENTITIES, RSA_SHA2_256, RSA_SHA2_512, SIGN_RESPONSE, SUCCESS};
 use report::{Better, Row, Val};
-
-/// An agent that started and passed its checks, or why not.
-type Slot = Result<Agent, String>;
-
-struct Config {
-    secs: Duration,
-    keys: usize,
-    openssl_multi: usize,
-    strict: bool,
-    out: PathBuf,
-    cache: PathBuf,
-}
-
-impl Config {
-    fn from_env() -> Result<Self> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let secs: f64 = var("KEYWARD_BENCH_SECS").map_or(Ok(3.0), |v| v.parse())?;
-        let keys: usize = var("KEYWARD_BENCH_KEYS").map_or(Ok(1000), |v| v.parse())?;
-        ensure!(keys >= 2, "KEYWARD_BENCH_KEYS must be at least 2");
-        // One process per core: with -multi, `openssl speed` reports wall-clock rates summed
-        // over its processes, so more processes than cores only share the same cores.
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-        let openssl_multi = var("KEYWARD_BENCH_OPENSSL_MULTI").map_or(Ok(cores), |v| v.parse())?;
-        let bench_dir = target_dir().join("bench");
-        Ok(Self {
-            secs: Duration::from_secs_f64(secs),
-            keys,
-            openssl_multi,
-            strict: var("KEYWARD_BENCH_STRICT").is_some_and(|v| v != "0"),
-            out: var("KEYWARD_BENCH_OUT")
-                .map_or_else(|| bench_dir.join("compare.json"), PathBuf::from),
-            cache: bench_dir.join("rsa2048-keys.openssh"),
-        })
-    }
-}
-
-/// The target directory, from where cargo put this executable (`<target>/release/deps/compare-*`).
-fn target_dir() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| {
-            let deps = exe.parent()?;
-            (deps.file_name()? == "deps").then(|| deps.parent()?.parent().map(PathBuf::from))?
-        })
-        .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("target"))
-}
+use rounds::{cpu_per_op, peak_rss, rates, rounds};
 
 fn main() -> ExitCode {
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it and
@@ -117,7 +84,55 @@ fn run() -> Result<ExitCode> {
     }
     let keys = keys::load_or_generate(&cfg.cache, cfg.keys)?;
     let mut rows = Vec::new();
+    let mut params = json!({
+        "seconds_per_measurement": cfg.secs.as_secs_f64(),
+        "keys": cfg.keys,
+        "cpus": std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+        "ssh_agent_version": tool_version("ssh", "-V"),
+        "openssl_version": tool_version("openssl", "version"),
+        "loadavg_before": load_before,
+    });
+    if cfg.runs_phase("agents") {
+        params["agents"] = agent_phases(&cfg, &keys, &mut rows);
+    }
+    if cfg.runs_phase("store") {
+        eprintln!(
+            "phase 3: start-up with {} keys in the store",
+            cfg.store_keys
+        );
+        params["store"] = store::run(&cfg, &keys[0], &mut rows)?;
+    }
+    if cfg.runs_phase("keygen") {
+        eprintln!("phase 4: RSA-2048 key generation");
+        params["keygen"] = cli::keygen(&cfg, &mut rows)?;
+    }
+    if cfg.runs_phase("cert") {
+        eprintln!("phase 5: certificate creation");
+        params["cert"] = cli::cert(&cfg, &keys[0], &mut rows)?;
+    }
 
+    let table = report::table(&rows);
+    println!("\n{table}");
+    params["wall_seconds"] = json!(started.elapsed().as_secs_f64());
+    params["loadavg_after"] = json!(loadavg());
+    report::write_json(&cfg.out, &rows, &params)?;
+    println!(
+        "load average before {load_before:?}, after {:?}\nJSON: {}  ({:.0} s)",
+        loadavg(),
+        cfg.out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    let failed = rows.iter().filter(|r| r.pass() == Some(false)).count();
+    Ok(if cfg.strict && failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Phases 1 and 2 (the agents loaded over the protocol) and the `openssl speed` ceiling; returns
+/// their JSON parameters.
+fn agent_phases(cfg: &Config, keys: &[RsaKeypair], rows: &mut Vec<Row>) -> serde_json::Value {
     // The ceiling is measured before and after the agents and the better run kept: other work
     // on the machine can only lower it.
     let speed = || {
@@ -129,51 +144,29 @@ fn run() -> Result<ExitCode> {
     };
     let speed_before = speed();
     eprintln!("phase 1: one key");
-    let at_eight = one_key(&cfg, &keys[0], &mut rows);
+    let at_eight = one_key(cfg, &keys[0], rows);
     eprintln!("phase 2: {} keys", cfg.keys);
-    many_keys(&cfg, &keys, &mut rows);
+    many_keys(cfg, keys, rows);
     let speed_after = speed();
     let ceiling = match (&speed_before, &speed_after) {
         (Ok(a), Ok(b)) => Ok(a.max(*b)),
         (Ok(x), Err(_)) | (Err(_), Ok(x)) => Ok(*x),
         (Err(e), Err(_)) => Err(e.clone()),
     };
-    rows.push(Row {
-        reference_name: "openssl",
-        ..Row::new(
+    rows.push(
+        Row::new(
             "sign/s, 8 clients vs openssl speed",
             "sign/s",
             Better::Higher,
             [at_eight, ceiling],
         )
-        .target(0.8)
-    });
-
-    let table = report::table(&rows);
-    println!("\n{table}");
-    let params = json!({
-        "seconds_per_measurement": cfg.secs.as_secs_f64(),
-        "keys": cfg.keys,
-        "openssl_command": format!("openssl speed -seconds 3 -multi {} rsa2048", cfg.openssl_multi),
-        "cpus": std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
-        "ssh_agent_version": tool_version("ssh", "-V"),
-        "openssl_version": tool_version("openssl", "version"),
-        "openssl_sign_per_s_runs": [speed_before.ok(), speed_after.ok()],
-        "wall_seconds": started.elapsed().as_secs_f64(),
-        "loadavg_before": load_before,
-        "loadavg_after": loadavg(),
-    });
-    report::write_json(&cfg.out, &rows, &params)?;
-    println!(
-        "JSON: {}  ({:.0} s)",
-        cfg.out.display(),
-        started.elapsed().as_secs_f64()
+        .reference("openssl")
+        .target(0.8),
     );
-    let failed = rows.iter().filter(|r| r.pass() == Some(false)).count();
-    Ok(if cfg.strict && failed > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
+    json!({
+        "openssl_command": format!("openssl speed -seconds 3 -multi {} rsa2048", cfg.openssl_multi),
+        "openssl_sign_per_s_runs": [speed_before.ok(), speed_after.ok()],
+        "loadavg_after": loadavg(),
     })
 }
 
@@ -357,87 +350,6 @@ fn load_and_check(agent: &Agent, keys: &[RsaKeypair]) -> Result<f64> {
         }
     }
     Ok(rate)
-}
-
-/// Runs `f` on keyward, then on ssh-agent (never both at once).
-fn each<T>(pair: &[Slot; 2], f: impl Fn(&Agent) -> Result<T>) -> [Result<T, String>; 2] {
-    [0, 1].map(|i| {
-        let agent = pair[i].as_ref().map_err(Clone::clone)?;
-        f(agent).map_err(|e| format!("{e:#}"))
-    })
-}
-
-/// Load runs alternate between the agents in [`ROUNDS`] short rounds, so a change in background
-/// load hits both alike; each figure is the median over the rounds.
-const ROUNDS: usize = 3;
-
-fn rounds(
-    pair: &[Slot; 2],
-    cfg: &Config,
-    f: impl Fn(&Agent, Duration) -> Result<load::Run>,
-) -> [Result<load::Run, String>; 2] {
-    let dur = cfg.secs / u32::try_from(ROUNDS).unwrap_or(1);
-    let mut runs: [Result<Vec<load::Run>, String>; 2] = [Ok(Vec::new()), Ok(Vec::new())];
-    for _ in 0..ROUNDS {
-        let round = each(pair, |a| {
-            let cpu = a.cpu_seconds()?;
-            let mut run = f(a, dur)?;
-            #[allow(clippy::cast_precision_loss)]
-            let per_op = (a.cpu_seconds()? - cpu) * 1e6 / run.ops.max(1) as f64;
-            run.cpu_us = per_op;
-            Ok(run)
-        });
-        for (acc, r) in runs.iter_mut().zip(round) {
-            if let Ok(v) = acc {
-                match r {
-                    Ok(run) => v.push(run),
-                    Err(e) => *acc = Err(e),
-                }
-            }
-        }
-    }
-    runs.map(|r| r.map(|v| load::Run::median(&v)))
-}
-
-fn cpu_per_op(runs: &[Result<load::Run, String>; 2]) -> [Val; 2] {
-    [0, 1].map(|i| match &runs[i] {
-        Ok(r) if r.cpu_us.is_finite() => Ok(r.cpu_us),
-        Ok(_) => Err("CPU time not measured".to_owned()),
-        Err(e) => Err(e.clone()),
-    })
-}
-
-fn rates(runs: &[Result<load::Run, String>; 2]) -> [Val; 2] {
-    [0, 1].map(|i| runs[i].as_ref().map(|r| r.rate).map_err(Clone::clone))
-}
-
-#[allow(clippy::cast_precision_loss)]
-fn peak_rss(pair: &[Slot; 2]) -> [Val; 2] {
-    each(pair, |a| Ok(a.peak_rss_kib()? as f64 / 1024.0))
-}
-
-fn tool_version(tool: &str, arg: &str) -> String {
-    Command::new(tool).arg(arg).output().map_or_else(
-        |e| e.to_string(),
-        |o| {
-            let text = if o.stdout.is_empty() {
-                o.stderr
-            } else {
-                o.stdout
-            };
-            String::from_utf8_lossy(&text).trim().to_owned()
-        },
-    )
-}
-
-/// The 1, 5 and 15 minute load averages.
-fn loadavg() -> Vec<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .filter_map(|v| v.parse().ok())
-        .collect()
 }
 
 fn plural(n: usize, what: &str) -> String {

@@ -1,6 +1,6 @@
 //! The result table (stdout) and its JSON twin: one row per metric with keyward's value, the
-//! reference's (ssh-agent, or `openssl speed` for the ceiling row), their ratio, the target ratio
-//! and whether it is met.
+//! reference's (ssh-agent, `ssh-keygen`, `openssl req` or `openssl speed`), their ratio, the
+//! target (a ratio, or an absolute limit on keyward's own value) and whether it is met.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -11,6 +11,9 @@ use serde_json::{Value, json};
 
 /// A measured value, or why there is none (an agent failed to start, answered wrongly, ...).
 pub type Val = Result<f64, String>;
+
+/// The reason given for a reference that does not exist (shown as `n/a`, not as an error).
+pub const NOT_APPLICABLE: &str = "n/a";
 
 /// Which direction of the keyward/reference ratio is better.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +35,8 @@ pub struct Row {
     pub better: Better,
     /// The ratio keyward/reference must reach (`Higher`: at least; `Lower`: at most).
     pub target: Option<f64>,
+    /// A limit on keyward's own value, in `unit` (`Higher`: at least; `Lower`: at most).
+    pub limit: Option<f64>,
 }
 
 impl Row {
@@ -51,7 +56,20 @@ impl Row {
             reference_name: "ssh-agent",
             better,
             target: None,
+            limit: None,
         }
+    }
+
+    /// Sets an absolute limit on keyward's value.
+    pub fn limit(mut self, value: f64) -> Self {
+        self.limit = Some(value);
+        self
+    }
+
+    /// Names the reference.
+    pub fn reference(mut self, name: &'static str) -> Self {
+        self.reference_name = name;
+        self
     }
 
     /// Sets the target ratio.
@@ -69,19 +87,34 @@ impl Row {
 
     /// `Some(true)` met, `Some(false)` missed (or unmeasurable), `None` no target.
     pub fn pass(&self) -> Option<bool> {
-        let target = self.target?;
-        Some(self.ratio().is_some_and(|r| match self.better {
-            Better::Higher => r >= target,
-            Better::Lower => r <= target,
-        }))
+        let meets = |value: Option<f64>, bound: f64| {
+            value.is_some_and(|v| match self.better {
+                Better::Higher => v >= bound,
+                Better::Lower => v <= bound,
+            })
+        };
+        match (self.target, self.limit) {
+            (None, None) => None,
+            (target, limit) => Some(
+                target.is_none_or(|t| meets(self.ratio(), t))
+                    && limit.is_none_or(|l| meets(self.keyward.as_ref().ok().copied(), l)),
+            ),
+        }
     }
 
     fn target_text(&self) -> String {
-        match (self.target, self.better) {
-            (None, _) => String::new(),
-            (Some(t), Better::Higher) => format!(">= {t:.2}x"),
-            (Some(t), Better::Lower) => format!("<= {t:.2}x"),
+        let op = match self.better {
+            Better::Higher => ">=",
+            Better::Lower => "<=",
+        };
+        let mut parts = Vec::new();
+        if let Some(t) = self.target {
+            parts.push(format!("{op} {t:.2}x"));
         }
+        if let Some(l) = self.limit {
+            parts.push(format!("{op} {l} {}", self.unit));
+        }
+        parts.join(", ")
     }
 }
 
@@ -97,6 +130,7 @@ fn cell(v: &Val) -> String {
     match v {
         Ok(x) if *x >= 100.0 => format!("{x:.0}"),
         Ok(x) => format!("{x:.1}"),
+        Err(e) if e == NOT_APPLICABLE => NOT_APPLICABLE.to_owned(),
         Err(_) => "error".to_owned(),
     }
 }
@@ -157,7 +191,9 @@ pub fn table(rows: &[Row]) -> String {
     }
     for r in rows {
         for (who, v) in [("keyward", &r.keyward), (r.reference_name, &r.reference)] {
-            if let Err(e) = v {
+            if let Err(e) = v.as_ref().map_err(String::as_str)
+                && e != NOT_APPLICABLE
+            {
                 let _ = writeln!(out, "  {}: {who}: {e}", r.metric);
             }
         }
@@ -186,6 +222,7 @@ pub fn write_json(path: &Path, rows: &[Row], params: &Value) -> Result<()> {
                 "ratio": r.ratio(),
                 "better": match r.better { Better::Higher => "higher", Better::Lower => "lower" },
                 "target_ratio": r.target,
+                "limit": r.limit,
                 "pass": r.pass(),
             })
         })
