@@ -124,6 +124,16 @@ pub enum PolicyError {
     /// The stored policy document is unreadable.
     #[error("stored renewal policy is unreadable: {0}")]
     Stored(String),
+    /// Renewed certificates would be due for renewal again at once.
+    #[error(
+        "a validity of {days} days is not longer than renew-before ({renew_before_days} days): every renewal would be due again at once"
+    )]
+    RenewalLoop {
+        /// Validity asked for.
+        days: u32,
+        /// Renew-before, in days.
+        renew_before_days: u64,
+    },
 }
 
 impl RenewalPolicy {
@@ -136,6 +146,14 @@ impl RenewalPolicy {
             && (days == 0 || days > crate::certs::MAX_VALIDITY_DAYS)
         {
             return Err(PolicyError::Validity(days));
+        }
+        if let Some(days) = self.validity_days
+            && u64::from(days) * 86_400 <= self.renew_before
+        {
+            return Err(PolicyError::RenewalLoop {
+                days,
+                renew_before_days: self.renew_before / 86_400,
+            });
         }
         if let Some(target) = self.exports.iter().find(|t| !t.path.is_absolute()) {
             return Err(PolicyError::RelativeExport(target.path.clone()));
@@ -157,6 +175,18 @@ impl RenewalPolicy {
     pub fn renew_at(&self, not_after: u64) -> u64 {
         not_after.saturating_sub(self.renew_before)
     }
+}
+
+/// Checks that every export target can be written (its directory exists), so a renewal whose
+/// exports would fail is refused before anything changes.
+pub fn check_exports(targets: &[ExportTarget]) -> Result<(), ExportError> {
+    for target in targets {
+        let dir = target.path.parent().unwrap_or(Path::new("/"));
+        if !dir.is_dir() {
+            return Err(ExportError::MissingDirectory(target.path.clone()));
+        }
+    }
+    Ok(())
 }
 
 /// Rewrites every export target with `cert`; returns the paths written.
@@ -182,6 +212,11 @@ pub enum ExportError {
     /// Writing failed.
     #[error(transparent)]
     Write(WriteError),
+    /// The target's directory does not exist.
+    #[error(
+        "cannot export to {0}: its directory does not exist (create it, or change the policy with `keyward cert policy ID --no-exports --export PATH`)"
+    )]
+    MissingDirectory(PathBuf),
 }
 
 /// What a hook did.

@@ -160,10 +160,18 @@ impl Service {
     ) -> Result<CertRecord, ServiceError> {
         let store = self.store()?;
         let old = store.get_cert(id)?;
+        if let CertStatus::Superseded { by, .. } = old.status {
+            return Err(ServiceError::AlreadyRenewed {
+                id: id.to_string(),
+                by: by.map_or_else(|| "another certificate".to_owned(), |b| b.to_string()),
+            });
+        }
         let key_id = old
             .key_id
             .ok_or_else(|| ServiceError::CertWithoutKey(id.to_string()))?;
         let policy = self.policy(id)?;
+        // Refuse before anything changes if an export target cannot be written.
+        rotation::check_exports(&policy.exports)?;
         let days = policy.validity_days.unwrap_or_else(|| {
             u32::try_from(old.not_after.saturating_sub(old.not_before).div_ceil(DAY))
                 .unwrap_or(365)
@@ -216,7 +224,11 @@ impl Service {
         self.audit(now, Some(key_id), "cert.renew", detail);
         tracing::info!(old = %id, new = %new.id, reason, "certificate renewed");
         self.renewals_changed.notify_one();
-        exports?;
+        // The renewal itself is done and recorded; a write that failed after the check above is
+        // logged and audited rather than reported as a failed renewal.
+        if let Err(e) = exports {
+            tracing::error!(cert = %new.id, error = %super::error_chain(&e), "renewed, but an export failed");
+        }
         Ok(new)
     }
 
@@ -367,7 +379,13 @@ impl Service {
     }
 
     /// Records an event; a failure to audit is logged, never fatal to the operation.
-    pub(crate) fn audit(&self, at: u64, key_id: Option<KeyId>, action: &str, detail: serde_json::Value) {
+    pub(crate) fn audit(
+        &self,
+        at: u64,
+        key_id: Option<KeyId>,
+        action: &str,
+        detail: serde_json::Value,
+    ) {
         if let Some(auditor) = &self.auditor {
             auditor.record_or_log(AuditEvent {
                 at,

@@ -60,6 +60,14 @@ pub enum ServiceError {
     /// Several certificates match an id prefix.
     #[error("{0} matches several certificates: give more of the id")]
     AmbiguousCert(String),
+    /// The certificate was renewed already.
+    #[error("certificate {id} was already renewed by {by}: renew that one instead")]
+    AlreadyRenewed {
+        /// The superseded certificate.
+        id: String,
+        /// Its successor.
+        by: String,
+    },
     /// The certificate has no key in the store.
     #[error(
         "certificate {0} was imported without its key: it is tracked, but keyward cannot renew it"
@@ -100,6 +108,7 @@ impl ServiceError {
             | Self::Policy(_)
             | Self::AmbiguousCert(_)
             | Self::CertWithoutKey(_)
+            | Self::AlreadyRenewed { .. }
             | Self::KeyPolicy(_)
             | Self::RenewalLoop { .. } => ErrorKind::Invalid,
             Self::NoStore | Self::NoAgent => ErrorKind::NoStore,
@@ -184,7 +193,16 @@ impl Service {
             Request::Status => Response::Status(self.status()?),
             Request::Unlock { passphrase } => {
                 let unsealed = self.store()?.unseal(passphrase.as_bytes());
-                self.audit(now, None, if unsealed.is_ok() { "unseal" } else { "unseal refused" }, serde_json::json!({}));
+                self.audit(
+                    now,
+                    None,
+                    if unsealed.is_ok() {
+                        "unseal"
+                    } else {
+                        "unseal refused"
+                    },
+                    serde_json::json!({}),
+                );
                 unsealed?;
                 let loaded = self.load_stored_keys()?;
                 tracing::info!(keys = loaded, "store unsealed");
