@@ -75,6 +75,13 @@ impl Auditor {
         })
     }
 
+    /// Keeps at most `retention` records.
+    #[must_use]
+    pub fn with_retention(mut self, retention: usize) -> Self {
+        self.retention = retention.max(1);
+        self
+    }
+
     /// Appends `event` (flushed before returning); returns its sequence number.
     pub fn record(&self, mut event: AuditEvent) -> Result<u64, StoreError> {
         let mut state = self

@@ -56,6 +56,9 @@ struct Args {
     /// Unseal a passphrase-protected store at start with the passphrase in this file.
     #[arg(long, value_name = "FILE")]
     passphrase_file: Option<PathBuf>,
+    /// Defaults from the configuration file (policy, renewal, audit retention).
+    #[arg(skip)]
+    defaults: keyward::service::Defaults,
     /// Kill the agent named by $SSH_AGENT_PID and print commands that forget it.
     #[arg(short = 'k', conflicts_with_all = ["sh", "csh"])]
     kill: bool,
@@ -161,11 +164,10 @@ fn serve(args: &Args, socket_path: &std::path::Path) -> anyhow::Result<()> {
         };
         let clock: Arc<dyn keyward::clock::Clock> = Arc::new(SystemClock);
         let keyring = Arc::new(Keyring::new());
-        let service = Arc::new(Service::new(
-            store,
-            Some(Arc::clone(&keyring)),
-            Arc::clone(&clock),
-        ));
+        let service = Arc::new(
+            Service::new(store, Some(Arc::clone(&keyring)), Arc::clone(&clock))
+                .with_defaults(args.defaults.clone()),
+        );
         // One audit trail for the agent sessions and the service.
         let config = Arc::new(
             AgentConfig::new(
@@ -336,6 +338,7 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 /// Fills in what the command line left unset from the configuration file.
 fn configured(mut args: Args) -> anyhow::Result<Args> {
     let (file, path) = config::Config::load(args.config.as_deref())?;
+    args.defaults = keyward::service::Defaults::from_config(&file);
     // Only a store we open needs its passphrase (a missing systemd credential is an error then).
     let uses_store = !args.no_store && (args.store.is_some() || file.store.enabled);
     if args.passphrase_file.is_none() && uses_store {

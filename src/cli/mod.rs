@@ -50,7 +50,7 @@ pub enum Backend {
     /// The store, opened here because no daemon runs.
     Local {
         /// The service over the store.
-        service: Service,
+        service: Box<Service>,
         /// The passphrase file given on the command line, for unsealing.
         passphrase_file: Option<PathBuf>,
     },
@@ -64,7 +64,10 @@ impl Backend {
         }
         let store = open_or_create(at.store_dir()?)?;
         Ok(Self::Local {
-            service: Service::new(Some(Arc::new(store)), None, Arc::new(SystemClock)),
+            service: Box::new(
+                Service::new(Some(Arc::new(store)), None, Arc::new(SystemClock))
+                    .with_defaults(configured_defaults()),
+            ),
             passphrase_file: at.store_passphrase_file.clone(),
         })
     }
@@ -116,6 +119,14 @@ pub fn open_or_create(dir: &Path) -> anyhow::Result<SledStore> {
         other => other,
     }
     .with_context(|| format!("cannot open the store at {}", dir.display()))
+}
+
+/// The defaults of the configuration file, if it can be read (a bad file is reported by the
+/// commands that read it for more, and by `keyward config check`).
+fn configured_defaults() -> crate::service::Defaults {
+    crate::config::Config::load(None)
+        .map(|(config, _)| crate::service::Defaults::from_config(&config))
+        .unwrap_or_default()
 }
 
 /// Turns an error response into an error.

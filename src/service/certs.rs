@@ -261,7 +261,7 @@ impl Service {
             .map(|p| p.renew_before)
             .max()
             .unwrap_or(0)
-            .max(rotation::DEFAULT_RENEW_BEFORE);
+            .max(self.defaults.renewal.renew_before);
         let mut plan = RenewalPlan::default();
         // `due_before` is exclusive; a certificate whose renewal time is exactly now is due.
         for due in self
@@ -269,7 +269,7 @@ impl Service {
             .due_before(now.saturating_add(window).saturating_add(1))?
         {
             let renew_at = policies.get(&due.id).map_or_else(
-                || RenewalPolicy::default().renew_at(due.not_after),
+                || self.defaults.renewal.renew_at(due.not_after),
                 |p| p.renew_at(due.not_after),
             );
             if renew_at > now {
@@ -284,7 +284,7 @@ impl Service {
         let edge = now.saturating_add(window).saturating_add(1);
         if let Some(first) = self.store()?.first_due_from(edge)? {
             let renew_at = policies.get(&first.id).map_or_else(
-                || RenewalPolicy::default().renew_at(first.not_after),
+                || self.defaults.renewal.renew_at(first.not_after),
                 |p| p.renew_at(first.not_after),
             );
             plan.next = Some(plan.next.map_or(renew_at, |n| n.min(renew_at)));
@@ -303,7 +303,7 @@ impl Service {
     fn policy(&self, id: CertId) -> Result<RenewalPolicy, ServiceError> {
         Ok(match self.store()?.get_renewal(id)? {
             Some(value) => RenewalPolicy::from_json(value)?,
-            None => RenewalPolicy::default(),
+            None => self.defaults.renewal.clone(),
         })
     }
 
@@ -341,7 +341,10 @@ impl Service {
     ) -> Result<CertView, ServiceError> {
         let cert = Certificate::from_der(record.der.clone())?;
         let info = cert.info();
-        let renewal = policies.get(&record.id).cloned().unwrap_or_default();
+        let renewal = policies
+            .get(&record.id)
+            .cloned()
+            .unwrap_or_else(|| self.defaults.renewal.clone());
         let state = match record.state(now, renewal.renew_before) {
             CertState::Valid => "valid",
             CertState::Expiring => "expiring",

@@ -132,6 +132,53 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     message
 }
 
+/// What applies where nothing more specific was set: the `[policy]`, `[renewal]` and `[audit]`
+/// sections of the configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Defaults {
+    /// The policy of stored keys that have none of their own.
+    pub policy: crate::policy::Policy,
+    /// The renewal policy of certificates that have none of their own.
+    pub renewal: crate::rotation::RenewalPolicy,
+    /// How many audit records to keep.
+    pub audit_retention: usize,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self {
+            policy: crate::policy::Policy::default(),
+            renewal: crate::rotation::RenewalPolicy::default(),
+            audit_retention: crate::audit::DEFAULT_RETENTION,
+        }
+    }
+}
+
+impl Defaults {
+    /// The defaults a configuration file sets.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        let p = &config.policy;
+        let r = &config.renewal;
+        Self {
+            policy: crate::policy::Policy {
+                confirm: p.confirm,
+                lifetime_secs: p.lifetime.as_ref().map(|d| d.0.as_secs()),
+                max_signatures: p.max_signatures,
+                allow_sha1: p.allow_sha1,
+                deny_forwarding: !p.allow_forwarded,
+                ..crate::policy::Policy::default()
+            },
+            renewal: crate::rotation::RenewalPolicy {
+                renew_before: r.renew_before.0.as_secs(),
+                validity_days: r.validity_days,
+                rekey: r.rekey,
+                ..crate::rotation::RenewalPolicy::default()
+            },
+            audit_retention: config.audit.max_events,
+        }
+    }
+}
+
 /// The service.
 pub struct Service {
     store: Option<Arc<dyn Store>>,
@@ -142,6 +189,8 @@ pub struct Service {
     pub renewals_changed: tokio::sync::Notify,
     /// The audit trail of the store (shared with the agent sessions).
     auditor: Option<crate::audit::Auditor>,
+    /// Configured defaults.
+    pub(crate) defaults: Defaults,
 }
 
 impl Service {
@@ -164,7 +213,18 @@ impl Service {
             daemon_pid,
             renewals_changed: tokio::sync::Notify::new(),
             auditor,
+            defaults: Defaults::default(),
         }
+    }
+
+    /// Applies configured defaults.
+    #[must_use]
+    pub fn with_defaults(mut self, defaults: Defaults) -> Self {
+        self.auditor = self
+            .auditor
+            .map(|a| a.with_retention(defaults.audit_retention));
+        self.defaults = defaults;
+        self
     }
 
     /// The audit trail, to share with the agent sessions.
@@ -405,7 +465,7 @@ impl Service {
         });
         let policy = match self.store()?.get_policy(info.id)? {
             Some(value) => crate::policy::Policy::from_json(value)?,
-            None => crate::policy::Policy::default(),
+            None => self.defaults.policy.clone(),
         };
         Ok(Entry::new(
             info.public.key_data(),
@@ -542,6 +602,30 @@ mod tests {
             panic!("deleted key still shown")
         };
         assert_eq!(kind, ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn configured_defaults_apply_to_keys_without_a_policy() {
+        assert_eq!(
+            Defaults::from_config(&crate::config::Config::default()).policy,
+            crate::policy::Policy::default(),
+            "the shipped configuration means the built-in defaults"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let defaults = Defaults {
+            policy: crate::policy::Policy {
+                confirm: true,
+                ..crate::policy::Policy::default()
+            },
+            ..Defaults::default()
+        };
+        let svc = service(&dir.path().join("s"), None).with_defaults(defaults);
+        svc.handle(generate("k"));
+        let Response::Policy { policy, .. } = svc.handle(Request::PolicyShow { key: "k".into() })
+        else {
+            panic!("no policy")
+        };
+        assert!(policy.confirm);
     }
 
     #[test]

@@ -118,7 +118,7 @@ impl Service {
     fn key_policy(&self, id: crate::store::KeyId) -> Result<Policy, ServiceError> {
         Ok(match self.store()?.get_policy(id)? {
             Some(value) => Policy::from_json(value)?,
-            None => Policy::default(),
+            None => self.defaults.policy.clone(),
         })
     }
 }
