@@ -81,12 +81,45 @@ pub fn store(control: &Path) -> Vec<Check> {
             Some("keyward passwd"),
         )
     });
-    checks.push(check(
-        "certificates",
-        Outcome::Skip,
-        "expiry is not exposed over the control socket yet; run `keyward cert check --within 30d`"
-            .into(),
-        None,
-    ));
+    checks.push(certificates(&mut client));
     checks
+}
+
+/// Certificates that expire within 30 days (the scheduler renews the ones it can).
+fn certificates(client: &mut Client) -> Check {
+    const WINDOW: u64 = 30 * 86_400;
+    match client.call(Request::CertCheck { within: WINDOW }) {
+        Ok(Response::Certs { certs }) if certs.is_empty() => check(
+            "certificates",
+            Outcome::Ok,
+            "none expires within 30 days".into(),
+            None,
+        ),
+        Ok(Response::Certs { certs }) => {
+            let names: Vec<String> = certs
+                .iter()
+                .map(|c| format!("{} ({} days)", c.subject, c.days_left))
+                .collect();
+            check(
+                "certificates",
+                Outcome::Warn,
+                format!("expiring within 30 days: {}", names.join(", ")),
+                Some(
+                    "keyward cert list; keyward cert renew ID (imported ones must be renewed where they were made)",
+                ),
+            )
+        }
+        Ok(other) => check(
+            "certificates",
+            Outcome::Fail,
+            format!("unexpected answer: {other:?}"),
+            None,
+        ),
+        Err(e) => check(
+            "certificates",
+            Outcome::Fail,
+            crate::service::error_chain(&e),
+            None,
+        ),
+    }
 }
