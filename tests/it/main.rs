@@ -35,3 +35,5 @@ mod store_persist;
 mod service_activation;
 mod service_cli;
 mod service_units;
+mod prop_decode;
+mod prop_session;
