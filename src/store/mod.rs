@@ -28,6 +28,8 @@ mod types;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod proptests;
 
 pub use crypto::KdfParams;
 pub use error::{CorruptError, Result, StoreError};

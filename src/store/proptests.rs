@@ -1,0 +1,151 @@
+//! Property tests of the record decoders: real records, read raw from a store that wrote a key, a
+//! certificate, a policy, an audit event and its vault, must be rejected with an error after any
+//! bit flips or truncation (never accepted, never a panic), and arbitrary bytes must never panic.
+//!
+//! `PROPTEST_CASES` sets the number of cases (256 by default; `scripts/soak` runs 10,000).
+
+use std::sync::OnceLock;
+
+use proptest::prelude::*;
+
+use super::records::{
+    AUDIT_V, CERT_V, CertRec, KEY_V, KeyRec, POLICY_V, Vault as VaultRecord, decode,
+};
+use super::tests::{NOW, new_key, new_store};
+use super::types::{AuditEvent, AuditOutcome, CertId, CertOrigin, CertRecord, CertStatus};
+use super::{AuditLog, CertStore, KeyStore, PolicyStore};
+
+/// The record kinds, each with its own decoder.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Key,
+    Cert,
+    Policy,
+    Audit,
+    Vault,
+}
+
+/// Decodes `bytes` as a record of `kind`: `Ok` if the store would accept it.
+fn decode_as(kind: Kind, bytes: &[u8]) -> Result<(), super::StoreError> {
+    let what = || "proptest".to_owned();
+    match kind {
+        Kind::Key => decode::<KeyRec>(what, KEY_V, bytes).map(drop),
+        Kind::Cert => decode::<CertRec>(what, CERT_V, bytes).map(drop),
+        Kind::Policy => decode::<serde_json::Value>(what, POLICY_V, bytes).map(drop),
+        Kind::Audit => decode::<AuditEvent>(what, AUDIT_V, bytes).map(drop),
+        Kind::Vault => VaultRecord::decode(bytes).map(drop),
+    }
+}
+
+/// Raw records written by a real store (with a passphrase), read back from its trees.
+fn records() -> &'static [(Kind, Vec<u8>)] {
+    static RECORDS: OnceLock<Vec<(Kind, Vec<u8>)>> = OnceLock::new();
+    RECORDS.get_or_init(|| {
+        let (_dir, store) = new_store();
+        let key = store.put_key(new_key("prop", 9), NOW).unwrap();
+        let cert = CertRecord {
+            id: CertId::random(),
+            key_id: Some(key),
+            subject: "CN=proptest".to_owned(),
+            der: vec![0x30, 0x82, 1, 2, 3],
+            not_before: NOW,
+            not_after: NOW + 86_400,
+            origin: CertOrigin::Issued,
+            status: CertStatus::Active,
+            created_at: NOW,
+        };
+        store.put_cert(&cert).unwrap();
+        store
+            .put_policy(
+                key,
+                &serde_json::json!({"max_signatures": 3, "hosts": ["a"]}),
+            )
+            .unwrap();
+        store
+            .append_audit(&AuditEvent {
+                at: NOW,
+                key_id: Some(key),
+                action: "sign".to_owned(),
+                outcome: AuditOutcome::Allowed,
+                detail: serde_json::json!({"uid": 1000}),
+            })
+            .unwrap();
+        let first = |tree: &sled::Tree| tree.iter().next().unwrap().unwrap().1.to_vec();
+        let vault = store.t.meta.get(b"vault").unwrap().unwrap().to_vec();
+        vec![
+            (Kind::Key, first(&store.t.keys)),
+            (Kind::Cert, first(&store.t.certs)),
+            (Kind::Policy, first(&store.t.policies)),
+            (Kind::Audit, first(&store.t.audit)),
+            (Kind::Vault, vault),
+        ]
+    })
+}
+
+fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+#[test]
+fn real_records_decode() {
+    for (kind, bytes) in records() {
+        assert!(decode_as(*kind, bytes).is_ok(), "{kind:?} record decodes");
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// One to eight distinct bits flipped anywhere (version, body or checksum): rejected.
+    #[test]
+    fn bit_flips_are_rejected(
+        which in 0usize..5,
+        bits in prop::collection::vec(any::<prop::sample::Index>(), 1..=8),
+    ) {
+        let (kind, original) = &records()[which];
+        let mut bytes = original.clone();
+        let total = bytes.len() * 8;
+        let mut flipped = std::collections::BTreeSet::new();
+        for bit in bits {
+            flipped.insert(bit.index(total));
+        }
+        for bit in &flipped {
+            bytes[bit / 8] ^= 1 << (bit % 8);
+        }
+        prop_assert!(
+            decode_as(*kind, &bytes).is_err(),
+            "{:?} record accepted with bits {:?} flipped", kind, flipped
+        );
+    }
+
+    /// Every strict prefix, and the record with bytes appended: rejected.
+    #[test]
+    fn truncations_and_extensions_are_rejected(
+        which in 0usize..5,
+        cut in any::<prop::sample::Index>(),
+        tail in prop::collection::vec(any::<u8>(), 1..16),
+    ) {
+        let (kind, original) = &records()[which];
+        let prefix = &original[..cut.index(original.len())];
+        prop_assert!(decode_as(*kind, prefix).is_err(), "{:?} prefix of {} accepted", kind, prefix.len());
+        let mut longer = original.clone();
+        longer.extend(tail);
+        prop_assert!(decode_as(*kind, &longer).is_err(), "{:?} record with a tail accepted", kind);
+    }
+
+    /// Arbitrary bytes never panic any decoder.
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+        for kind in [Kind::Key, Kind::Cert, Kind::Policy, Kind::Audit, Kind::Vault] {
+            let _ = decode_as(kind, &bytes);
+        }
+    }
+}
