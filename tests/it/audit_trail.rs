@@ -1,0 +1,188 @@
+//! The audit trail through the CLI: every signature decision is listed by `keyward audit --json`
+//! (key, action, outcome, executable, purpose, reason), `--key` and `--since` filter it, and
+//! `keyward audit verify` finds it intact; then, with the daemon stopped, a record edited in the
+//! sled store (re-encoded with a valid record checksum, so only the hash chain can tell) and a
+//! record deleted from the middle are both caught and named.
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::policy_hosts::{assert_refuses, assert_signs, audit_records, exe_path, stored_key};
+use crate::store_env::Env;
+use crate::util::Agent;
+
+#[track_caller]
+fn stop(agent: &mut Agent) {
+    let status = agent
+        .signal_and_wait(libc::SIGTERM)
+        .expect("agent exits on SIGTERM");
+    assert!(
+        status.success(),
+        "SIGTERM exit: {status}; log:\n{}",
+        agent.log()
+    );
+}
+
+/// The store's record envelope: `version ‖ JSON body ‖ SHA-256(version ‖ body)[..8]`.
+fn envelope(version: u8, body: &[u8]) -> Vec<u8> {
+    let sum = Sha256::new()
+        .chain_update([version])
+        .chain_update(body)
+        .finalize();
+    let mut out = vec![version];
+    out.extend_from_slice(body);
+    out.extend_from_slice(&sum[..8]);
+    out
+}
+
+/// Runs `edit` on the `audit` tree of the (stopped daemon's) store.
+fn with_audit_tree(env: &Env, edit: impl FnOnce(&sled::Tree)) {
+    let db = sled::open(env.store()).expect("open the store with sled");
+    let tree = db.open_tree("audit").expect("audit tree");
+    edit(&tree);
+    db.flush().expect("flush");
+}
+
+#[track_caller]
+fn verify(env: &Env) -> (Option<i32>, String) {
+    let out = env.kw(&["audit", "verify"]);
+    (out.status.code(), format!("{}{}", out.stdout, out.stderr))
+}
+
+#[track_caller]
+fn sign_record<'a>(records: &'a [Value], key: &str, outcome: &str, purpose: &str) -> &'a Value {
+    records
+        .iter()
+        .find(|r| {
+            r["action"] == "sign"
+                && r["key"] == key
+                && r["outcome"] == outcome
+                && r["detail"]["purpose"] == purpose
+        })
+        .unwrap_or_else(|| panic!("no {outcome} sign of {key} for {purpose} in {records:#?}"))
+}
+
+#[test]
+fn audit_lists_decisions_and_catches_tampering() {
+    let env = &Env::no_passphrase();
+    let mut agent = env.start_agent(&[]);
+    let aud = stored_key(env, "aud", "ed25519");
+    let plain = stored_key(env, "plain", "ed25519");
+    env.kw_ok(&["policy", "set", "aud", "--purpose", "git"]);
+    assert_signs(&agent, &aud, "git");
+    assert_refuses(&agent, &aud, "file");
+    assert_signs(&agent, &plain, "file");
+
+    let keygen = exe_path("ssh-keygen");
+    let all = audit_records(env, None);
+    let allowed = sign_record(&all, "aud", "allowed", "sshsig namespace git");
+    let refused = sign_record(&all, "aud", "refused", "sshsig namespace file");
+    let other = sign_record(&all, "plain", "allowed", "sshsig namespace file");
+    for r in [allowed, refused, other] {
+        assert_eq!(r["detail"]["exe"], keygen.as_str(), "{r}");
+        assert!(r["seq"].is_u64() && r["time"].is_string(), "{r}");
+        assert!(r["detail"]["chain"]["hash"].is_string(), "{r}");
+    }
+    assert_eq!(allowed["detail"]["fingerprint"], aud.fingerprint.as_str());
+    assert_eq!(allowed["detail"]["reason"], "allowed", "{allowed}");
+    let reason = refused["detail"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("purposes:"), "{refused}");
+
+    let only = audit_records(env, Some("aud"));
+    assert!(only.iter().all(|r| r["key"] == "aud"), "{only:#?}");
+    assert!(only.iter().any(|r| r["seq"] == allowed["seq"]), "{only:#?}");
+    assert!(only.iter().any(|r| r["seq"] == refused["seq"]), "{only:#?}");
+    let since = refused["seq"].as_u64().expect("seq");
+    let out = env.kw_ok(&["audit", "--json", "--since", &since.to_string()]);
+    let tail: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert!(
+        tail.iter().all(|r| r["seq"].as_u64() >= Some(since)),
+        "{out}"
+    );
+    assert_eq!(
+        tail.first().map(|r| &r["seq"]),
+        Some(&refused["seq"]),
+        "{out}"
+    );
+    let text = env.kw_ok(&["audit", "--key", "aud"]);
+    assert!(
+        text.contains("refused") && text.contains("purposes:"),
+        "{text}"
+    );
+
+    let (code, out) = verify(env);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("intact"), "{out}");
+
+    stop(&mut agent);
+    tamper(env, refused["seq"].as_u64().expect("seq"));
+}
+
+/// With the daemon stopped: edits record `seq`, then restores it and removes it; `audit verify`
+/// must name the broken record each time.
+fn tamper(env: &Env, seq: u64) {
+    // Edit the refused record's action with the daemon stopped, keeping its envelope valid.
+    let mut original = Vec::new();
+    with_audit_tree(env, |tree| {
+        let value = tree
+            .get(seq.to_be_bytes())
+            .expect("read")
+            .expect("record present");
+        original = value.to_vec();
+        let (version, body) = (value[0], &value[1..value.len() - 8]);
+        assert_eq!(envelope(version, body), original, "envelope understood");
+        let mut event: Value = serde_json::from_slice(body).expect("record body is JSON");
+        assert_eq!(event["action"], "sign", "{event}");
+        event["action"] = "login".into();
+        let body = serde_json::to_vec(&event).expect("encode");
+        tree.insert(seq.to_be_bytes(), envelope(version, &body))
+            .expect("write");
+    });
+    // Offline: the CLI opens the store itself; the record still decodes, so only the chain
+    // catches the edit.
+    let listed = audit_records(env, Some("aud"));
+    assert!(
+        listed
+            .iter()
+            .any(|r| r["seq"] == seq && r["action"] == "login"),
+        "{listed:#?}"
+    );
+    let (code, out) = verify(env);
+    assert_eq!(code, Some(1), "an edited record: {out}");
+    assert!(
+        out.contains(&format!("record {seq}")),
+        "names the record: {out}"
+    );
+    // Through a restarted daemon too.
+    let mut agent = env.start_agent(&[]);
+    let (code, out) = verify(env);
+    assert_eq!(code, Some(1), "an edited record, daemon running: {out}");
+    assert!(out.contains(&format!("record {seq}")), "{out}");
+    stop(&mut agent);
+
+    // Restored, the chain is intact again; then a record removed from the middle is caught at
+    // the record after it.
+    with_audit_tree(env, |tree| {
+        tree.insert(seq.to_be_bytes(), original.as_slice())
+            .expect("restore");
+    });
+    let (code, out) = verify(env);
+    assert_eq!(code, Some(0), "restored: {out}");
+    let next = audit_records(env, None)
+        .iter()
+        .filter_map(|r| r["seq"].as_u64())
+        .find(|&s| s > seq)
+        .expect("a record after the refused one");
+    with_audit_tree(env, |tree| {
+        tree.remove(seq.to_be_bytes()).expect("remove");
+    });
+    let (code, out) = verify(env);
+    assert_eq!(code, Some(1), "a removed record: {out}");
+    assert!(
+        out.contains(&format!("record {next}")),
+        "names the record after it: {out}"
+    );
+}
