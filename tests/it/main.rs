@@ -44,3 +44,5 @@ mod policy_persist;
 mod policy_purpose;
 mod prop_decode;
 mod prop_session;
+mod hardening_attacks;
+mod hardening_memory;
