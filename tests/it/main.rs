@@ -46,3 +46,4 @@ mod prop_decode;
 mod prop_session;
 mod hardening_attacks;
 mod hardening_memory;
+mod hardening_load;
