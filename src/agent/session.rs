@@ -191,21 +191,25 @@ impl Session {
         // RSA signing takes a few hundred microseconds: keep it off the I/O threads, one
         // signature per core at a time.
         let Ok(_slot) = self.config.sign_slots.acquire().await else {
+            release(&entry);
             return Reply::FAILURE;
         };
         let auditor = self.config.auditor.clone();
         let unix_now = self.config.clock.unix_now();
         let allowed = auditor.as_ref().map(|_| request.detail("allowed"));
         let signed = tokio::task::spawn_blocking(move || {
-            let signer = entry.signer.get().map_err(crate::keys::KeyError::Signing)?;
-            let signature = signer.sign(&data, flags)?;
-            if let Some(stored) = &entry.policy {
-                stored
-                    .usage
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .record(unix_now, &stored.policy);
-            }
+            let signature = match entry
+                .signer
+                .get()
+                .map_err(crate::keys::KeyError::Signing)
+                .and_then(|signer| signer.sign(&data, flags))
+            {
+                Ok(signature) => signature,
+                Err(e) => {
+                    release(&entry);
+                    return Err(e);
+                }
+            };
             // Recorded before the reply: a signature is never made without its record.
             if let (Some(auditor), Some(detail)) = (&auditor, allowed) {
                 auditor.record_or_log(event(
@@ -236,15 +240,19 @@ impl Session {
     async fn authorize(&self, entry: &Entry, request: &Requester<'_>) -> bool {
         let mut confirm = entry.constraints.confirm;
         if let Some(stored) = &entry.policy {
+            let now = self.config.clock.unix_now();
             let decision = {
-                let usage = stored
+                let mut usage = stored
                     .usage
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                policy::decide(
-                    &stored.policy,
-                    &request.context(self.config.clock.unix_now(), &usage),
-                )
+                let decision = policy::decide(&stored.policy, &request.context(now, &usage));
+                // Count the signature under the same lock as the decision, so simultaneous
+                // requests cannot all pass a limit; it is given back if no signature is made.
+                if matches!(decision, Decision::Allow { .. }) {
+                    usage.record(now, &stored.policy);
+                }
+                decision
             };
             match decision {
                 Decision::Allow { confirm: ask } => confirm |= ask,
@@ -273,6 +281,7 @@ impl Session {
                     .map_or_else(String::new, |h| format!(" for host {h}")),
             );
             if !confirm::confirm(self.config.askpass.as_deref(), &prompt).await {
+                release(entry);
                 tracing::info!(fingerprint = %entry.fingerprint, pid = ?self.peer.pid, "signature refused by the user");
                 self.audit(
                     entry,
@@ -538,6 +547,17 @@ fn destination_policy(restrict: &RestrictDestination) -> Result<policy::Policy, 
         allow_sha1: true,
         ..policy::Policy::default()
     })
+}
+
+/// Gives back a signature counted by `authorize` that was not made.
+fn release(entry: &Entry) {
+    if let Some(stored) = &entry.policy {
+        stored
+            .usage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .release();
+    }
 }
 
 /// Decodes a request that must use the whole frame: trailing bytes are an error.

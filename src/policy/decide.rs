@@ -43,6 +43,14 @@ impl Usage {
     }
 }
 
+impl Usage {
+    /// Takes back a signature that was counted but not made after all.
+    pub fn release(&mut self) {
+        self.signatures = self.signatures.saturating_sub(1);
+        self.recent.pop_back();
+    }
+}
+
 /// Everything [`decide`] looks at besides the policy.
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {

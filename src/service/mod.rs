@@ -445,8 +445,24 @@ impl Service {
         let Some(ring) = &self.keyring else {
             return Ok(());
         };
+        let entry = self.stored_entry(info)?;
+        // Re-serving a key (a new policy, a new comment) keeps its usage: a policy change must not
+        // hand a key its signatures or its lifetime back.
+        if let (Some(old), Some(new)) =
+            (ring.find(&entry.blob, self.clock.boot_now()), &entry.policy)
+            && let Some(old_policy) = &old.policy
+        {
+            let usage = old_policy
+                .usage
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            *new.usage
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = usage;
+        }
         // A locked agent refuses; the key is served after unlock and restart.
-        let _ = ring.add(self.stored_entry(info)?);
+        let _ = ring.add(entry);
         Ok(())
     }
 
