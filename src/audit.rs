@@ -83,7 +83,20 @@ impl Auditor {
     }
 
     /// Appends `event` (flushed before returning); returns its sequence number.
-    pub fn record(&self, mut event: AuditEvent) -> Result<u64, StoreError> {
+    pub fn record(&self, event: AuditEvent) -> Result<u64, StoreError> {
+        self.append(event, true)
+    }
+
+    /// Appends `event`, durable within the store's background flush interval: for the record of
+    /// each allowed signature, which would otherwise cost a disk flush per signature. Refusals and
+    /// changes use [`record`](Self::record).
+    pub fn record_lazy(&self, event: AuditEvent) {
+        if let Err(e) = self.append(event, false) {
+            tracing::error!(error = %e, "cannot write audit record");
+        }
+    }
+
+    fn append(&self, mut event: AuditEvent, flush: bool) -> Result<u64, StoreError> {
         let mut state = self
             .state
             .lock()
@@ -97,7 +110,11 @@ impl Auditor {
         }
         let hash = digest(&state.last, &event);
         event.detail["chain"] = json!({ "prev": state.last, "hash": hash });
-        let seq = self.store.append_audit(&event)?;
+        let seq = if flush {
+            self.store.append_audit(&event)?
+        } else {
+            self.store.append_audit_lazy(&event)?
+        };
         state.last = hash;
         state.appended += 1;
         if state.appended.is_multiple_of(PRUNE_EVERY) {

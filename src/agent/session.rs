@@ -210,9 +210,10 @@ impl Session {
                     return Err(e);
                 }
             };
-            // Recorded before the reply: a signature is never made without its record.
+            // Recorded before the reply; made durable by the store's background flush (within
+            // half a second) rather than a disk flush per signature.
             if let (Some(auditor), Some(detail)) = (&auditor, allowed) {
-                auditor.record_or_log(event(
+                auditor.record_lazy(event(
                     &entry,
                     unix_now,
                     "sign",

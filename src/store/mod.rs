@@ -127,6 +127,9 @@ pub trait PolicyStore {
 pub trait AuditLog {
     /// Appends an event; returns its sequence number.
     fn append_audit(&self, event: &AuditEvent) -> Result<u64>;
+    /// Like `append_audit`, but durable only at the store's next flush (sled flushes on its own
+    /// within half a second): for high-rate records whose loss in a crash is acceptable.
+    fn append_audit_lazy(&self, event: &AuditEvent) -> Result<u64>;
     /// Up to `limit` events with `seq >= since_seq`, oldest first.
     fn read_audit(&self, since_seq: u64, limit: usize) -> Result<Vec<AuditEntry>>;
     /// Keeps the newest `max_count` events; returns how many were removed.

@@ -57,6 +57,14 @@ impl AuditLog for SledStore {
         Ok(seq)
     }
 
+    fn append_audit_lazy(&self, event: &AuditEvent) -> Result<u64> {
+        let seq = self.db.generate_id()?;
+        self.t
+            .audit
+            .insert(seq.to_be_bytes(), encode(AUDIT_V, event))?;
+        Ok(seq)
+    }
+
     fn read_audit(&self, since_seq: u64, limit: usize) -> Result<Vec<AuditEntry>> {
         self.t
             .audit
