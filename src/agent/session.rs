@@ -82,6 +82,9 @@ pub struct Session {
     config: Arc<AgentConfig>,
     peer: Peer,
     bindings: Bindings,
+    /// The peer's process and its parents, read from `/proc` once per connection (a connection's
+    /// peer does not change), on its first signature.
+    lineage: std::sync::OnceLock<Arc<Vec<policy::peer::Process>>>,
 }
 
 impl Session {
@@ -92,6 +95,7 @@ impl Session {
             config,
             peer,
             bindings: Bindings::default(),
+            lineage: std::sync::OnceLock::new(),
         }
     }
 
@@ -184,7 +188,21 @@ impl Session {
         };
         let flags = req.flags;
         let data = req.data;
-        let request = Requester::of(self.peer, &self.bindings, &data, entry.algorithm(flags));
+        let lineage = Arc::clone(self.lineage.get_or_init(|| {
+            Arc::new(
+                self.peer
+                    .pid
+                    .map(|pid| policy::peer::chain(pid, 8))
+                    .unwrap_or_default(),
+            )
+        }));
+        let request = Requester::of(
+            self.peer,
+            lineage,
+            &self.bindings,
+            &data,
+            entry.algorithm(flags),
+        );
         if !self.authorize(&entry, &request).await {
             return Reply::FAILURE;
         }
@@ -437,7 +455,7 @@ impl Session {
 struct Requester<'a> {
     peer: Peer,
     exe: Option<String>,
-    chain: Vec<policy::peer::Process>,
+    chain: Arc<Vec<policy::peer::Process>>,
     bindings: &'a [crate::agent::bind::Binding],
     host: Option<String>,
     data: policy::request::SignedData,
@@ -445,11 +463,13 @@ struct Requester<'a> {
 }
 
 impl<'a> Requester<'a> {
-    fn of(peer: Peer, bindings: &'a Bindings, data: &[u8], algorithm: &'static str) -> Self {
-        let chain = peer
-            .pid
-            .map(|pid| policy::peer::chain(pid, 8))
-            .unwrap_or_default();
+    fn of(
+        peer: Peer,
+        chain: Arc<Vec<policy::peer::Process>>,
+        bindings: &'a Bindings,
+        data: &[u8],
+        algorithm: &'static str,
+    ) -> Self {
         Self {
             peer,
             exe: chain.first().and_then(|p| p.exe.clone()),
@@ -481,7 +501,7 @@ impl<'a> Requester<'a> {
             "uid": self.peer.uid,
             "pid": self.peer.pid,
             "exe": self.exe,
-            "parents": self.chain,
+            "parents": *self.chain,
             "host": self.host,
             "forwarded": self.bindings.iter().any(|b| b.forwarded),
             "purpose": policy::describe(&self.data),
