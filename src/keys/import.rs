@@ -280,9 +280,15 @@ mod tests {
     fn refuses_p521_whatever_its_encoding() {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("k");
-        run(Command::new("ssh-keygen").args(["-q", "-t", "ecdsa", "-b", "521", "-N", ""]).arg("-f").arg(&key));
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ecdsa", "-b", "521", "-N", ""])
+            .arg("-f")
+            .arg(&key));
         let text = std::fs::read_to_string(&key).unwrap();
-        assert!(matches!(parse_private_key(&text, None), Err(ImportError::Unsupported(_))));
+        assert!(matches!(
+            parse_private_key(&text, None),
+            Err(ImportError::Unsupported(_))
+        ));
     }
 
     #[test]

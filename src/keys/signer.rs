@@ -20,8 +20,7 @@ pub const RSA_SHA2_256: u32 = 0x02;
 pub const RSA_SHA2_512: u32 = 0x04;
 
 /// Why P-521 keys are refused.
-pub const P521: &str =
-    "ECDSA P-521 (not supported: use Ed25519, ECDSA P-256/P-384 or RSA)";
+pub const P521: &str = "ECDSA P-521 (not supported: use Ed25519, ECDSA P-256/P-384 or RSA)";
 
 /// Why a key cannot be used or a signature not made.
 #[derive(Debug, thiserror::Error)]

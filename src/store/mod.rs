@@ -27,9 +27,9 @@ mod sled_store;
 mod types;
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod proptests;
+#[cfg(test)]
+mod tests;
 
 pub use crypto::KdfParams;
 pub use error::{CorruptError, Result, StoreError};

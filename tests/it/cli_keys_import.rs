@@ -216,4 +216,3 @@ fn import_ecdsa_p521_keys_is_refused_clearly() {
     }
     assert_eq!(env.kw(&["key", "list", "--json"]).stdout.trim(), "[]");
 }
-
