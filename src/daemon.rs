@@ -29,11 +29,28 @@ pub struct Deps {
 
 /// Serves the agent protocol on `listener` until `shutdown` completes.
 pub async fn run(listener: UnixListener, shutdown: impl Future<Output = ()>, deps: Deps) {
-    let uid = nix::unistd::geteuid().as_raw();
     let reaper = tokio::spawn(expire_keys(
         Arc::clone(&deps.keyring),
         Arc::clone(&deps.config),
     ));
+    accept_loop(&listener, shutdown, |stream, peer| {
+        serve_connection(stream, peer, deps.clone())
+    })
+    .await;
+    reaper.abort();
+}
+
+/// Accepts connections until `shutdown`, admits only our own uid, and runs `serve` for each in
+/// its own task. Shared by the agent and control sockets.
+pub(crate) async fn accept_loop<F, Fut>(
+    listener: &UnixListener,
+    shutdown: impl Future<Output = ()>,
+    serve: F,
+) where
+    F: Fn(UnixStream, Peer) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let uid = nix::unistd::geteuid().as_raw();
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -42,13 +59,9 @@ pub async fn run(listener: UnixListener, shutdown: impl Future<Output = ()>, dep
         };
         match accepted {
             Ok((stream, _)) => {
-                let Some(peer) = admit(&stream, uid) else {
-                    continue;
-                };
-                let deps = deps.clone();
-                tokio::spawn(async move {
-                    serve_connection(stream, peer, deps).await;
-                });
+                if let Some(peer) = admit(&stream, uid) {
+                    tokio::spawn(serve(stream, peer));
+                }
             }
             Err(e) => {
                 // EMFILE and friends: keep serving the connections we have, try again shortly,
@@ -58,7 +71,6 @@ pub async fn run(listener: UnixListener, shutdown: impl Future<Output = ()>, dep
             }
         }
     }
-    reaper.abort();
 }
 
 /// Checks the peer's credentials; only our own uid is served.

@@ -8,7 +8,7 @@ use tokio::net::{UnixListener, UnixStream};
 
 use crate::agent::frame;
 use crate::control::proto::{ErrorKind, RequestEnvelope, Response, ResponseEnvelope, VERSION};
-use crate::daemon::{BODY_DEADLINE, admit};
+use crate::daemon::{BODY_DEADLINE, accept_loop};
 use crate::service::Service;
 
 /// Serves control requests on `listener` until `shutdown` completes.
@@ -17,25 +17,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     service: Arc<Service>,
 ) {
-    let uid = nix::unistd::geteuid().as_raw();
-    tokio::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, _)) => {
-                if admit(&stream, uid).is_some() {
-                    tokio::spawn(serve_connection(stream, Arc::clone(&service)));
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "control accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        }
-    }
+    accept_loop(&listener, shutdown, |stream, _peer| {
+        serve_connection(stream, Arc::clone(&service))
+    })
+    .await;
 }
 
 async fn serve_connection(mut stream: UnixStream, service: Arc<Service>) {
