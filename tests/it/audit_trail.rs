@@ -7,8 +7,8 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::env::Env;
 use crate::policy_hosts::{assert_refuses, assert_signs, audit_records, exe_path, stored_key};
-use crate::store_env::Env;
 use crate::util::Agent;
 
 #[track_caller]

@@ -11,8 +11,8 @@ use std::thread;
 
 use x509_cert::der::{Decode, DecodePem};
 
-use crate::cert_env::{CertEnv, text};
 use crate::cert_renew::assert_exported;
+use crate::env::{Env, text};
 
 /// What the reader saw: how many reads, and each distinct file content.
 #[derive(Default)]
@@ -44,8 +44,8 @@ fn reader(pem: &Path, der: &Path, stop: &AtomicBool) -> Seen {
 #[test]
 fn readers_never_see_a_partial_export() {
     const RENEWALS: usize = 6;
-    let env = CertEnv::new();
-    let _agent = env.start_agent();
+    let env = Env::no_passphrase();
+    let _agent = env.start_agent(&[]);
     env.kw_ok(&["key", "generate", "-n", "web"]);
     let id = text(&env.create("web", 90, &[]), "id");
     fs::create_dir(env.root().join("out")).expect("mkdir out");

@@ -8,12 +8,12 @@ use std::fs;
 
 use serde_json::Value;
 
-use crate::cert_env::{CertEnv, assert_clean_error, ssh_keygen_pem, text};
+use crate::env::{Env, assert_clean_error, ssh_keygen_pem, text};
 
 /// Runs `keyward ARGS`, expects a one-line `keyward: ...` error mentioning `hint`
 /// (case-insensitive), and checks that no certificate or policy changed.
 #[track_caller]
-fn refused(env: &CertEnv, args: &[&str], hint: &str) {
+fn refused(env: &Env, args: &[&str], hint: &str) {
     let before = env.snapshot();
     let out = env.kw(args);
     let what = format!("keyward {}", args.join(" "));
@@ -27,7 +27,7 @@ fn refused(env: &CertEnv, args: &[&str], hint: &str) {
 
 /// The files the cases use, made once per test: junk, a private key, an empty file, an EC
 /// certificate, and an existing export target.
-fn inputs(env: &CertEnv) {
+fn inputs(env: &Env) {
     fs::write(env.path("junk.pem"), "this is not a certificate\n").expect("write junk");
     fs::write(env.path("empty.cer"), b"").expect("write empty");
     let key = ssh_keygen_pem(env, "id_rsa");
@@ -53,7 +53,7 @@ fn inputs(env: &CertEnv) {
     fs::write(env.path("taken.pem"), "sentinel\n").expect("write taken");
 }
 
-fn cases(env: &CertEnv, rsa_cert: &str) {
+fn cases(env: &Env, rsa_cert: &str) {
     // Not certificates, for import and ssh-pubkey.
     for file in ["junk.pem", "key.pem", "empty.cer"] {
         refused(env, &["cert", "import", file], "not an X.509 certificate");
@@ -148,11 +148,11 @@ fn cases(env: &CertEnv, rsa_cert: &str) {
 }
 
 /// Checks what bad input must not break and the `--force` and relative-path cases that succeed.
-fn accepted(env: &CertEnv, rsa_cert: &str) {
+fn accepted(env: &Env, rsa_cert: &str) {
     env.kw_ok(&["cert", "export", rsa_cert, "--out", "taken.pem", "--force"]);
     assert_eq!(
         env.ssl_thumbprint("taken.pem"),
-        text(&env.show(rsa_cert), "sha1_thumbprint")
+        text(&env.cert_show(rsa_cert), "sha1_thumbprint")
     );
     fs::write(env.path("taken.pem"), "sentinel\n").expect("reset taken");
 
@@ -183,7 +183,7 @@ fn accepted(env: &CertEnv, rsa_cert: &str) {
     assert_eq!(view["renewal"]["exports"], Value::Array(Vec::new()));
 }
 
-fn bad_input(env: &CertEnv) {
+fn bad_input(env: &Env) {
     let rsa_cert = text(&env.create("mgmt", 365, &[]), "id");
     cases(env, &rsa_cert);
     accepted(env, &rsa_cert);
@@ -191,12 +191,12 @@ fn bad_input(env: &CertEnv) {
 
 #[test]
 fn bad_input_offline_and_through_the_daemon() {
-    let env = CertEnv::new();
+    let env = Env::no_passphrase();
     env.kw_ok(&["key", "generate", "-n", "mgmt"]);
     env.kw_ok(&["key", "generate", "-t", "ed25519", "-n", "ed"]);
     inputs(&env);
     bad_input(&env);
-    let _agent = env.start_agent();
+    let _agent = env.start_agent(&[]);
     bad_input(&env);
 }
 
@@ -205,7 +205,7 @@ fn bad_input_offline_and_through_the_daemon() {
 /// again and supersedes twice. If the renewal is kept, the command must say it renewed.
 #[test]
 fn renew_that_cannot_export_fails_cleanly_or_says_it_renewed() {
-    let env = CertEnv::new();
+    let env = Env::no_passphrase();
     env.kw_ok(&["key", "generate", "-n", "k"]);
     let id = text(&env.create("k", 60, &[]), "id");
     let target = env.path("no-such-dir/a.pem");

@@ -4,10 +4,10 @@
 
 use std::fs;
 
-use crate::cert_env::{CertEnv, assert_clean_error, by_id, key_part, ssh_keygen_pem, text};
+use crate::env::{Env, assert_clean_error, by_id, key_part, ssh_keygen_pem, text};
 
 /// `openssl req -x509 -key KEY -nodes -days 365 -subj /CN=x` as `x.pem`, plus `x.cer` (DER).
-fn openssl_cert(env: &CertEnv, key: &str) {
+fn openssl_cert(env: &Env, key: &str) {
     env.openssl_ok(&[
         "req", "-x509", "-key", key, "-nodes", "-days", "365", "-subj", "/CN=x", "-out", "x.pem",
     ]);
@@ -16,7 +16,7 @@ fn openssl_cert(env: &CertEnv, key: &str) {
 
 #[test]
 fn ssh_pubkey_of_openssl_certificate_equals_ssh_keygen() {
-    let env = CertEnv::new();
+    let env = Env::no_passphrase();
     let key = ssh_keygen_pem(&env, "id_rsa");
     openssl_cert(&env, &key);
     let want = env.ssh_keygen(&["-y", "-f", &key]);
@@ -48,7 +48,7 @@ fn ssh_pubkey_of_openssl_certificate_equals_ssh_keygen() {
 
 #[test]
 fn imported_certificate_is_tracked_not_renewed() {
-    let env = CertEnv::new();
+    let env = Env::no_passphrase();
     let key = ssh_keygen_pem(&env, "id_rsa");
     openssl_cert(&env, &key);
 
@@ -61,7 +61,7 @@ fn imported_certificate_is_tracked_not_renewed() {
     let end = env.x509("x.pem", &["-noout", "-enddate", "-dateopt", "iso_8601"]);
     assert_eq!(
         text(&view, "expires").replace('T', " "),
-        crate::cert_env::field(&end, "notAfter=")
+        crate::env::field(&end, "notAfter=")
     );
     let days = view["days_left"].as_i64().expect("days_left");
     assert!(days == 364 || days == 365, "{view}");

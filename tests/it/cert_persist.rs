@@ -7,12 +7,12 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::cert_env::{CertEnv, RENEW_GUARD, text};
 use crate::cert_renew::{HOOK, assert_exported, assert_hook, hook_runs, successor};
+use crate::env::{Env, RENEW_GUARD, text};
 use crate::util::{Agent, poll_until};
 
 /// What must not change across a restart, per certificate, sorted by id.
-fn durable(env: &CertEnv) -> Vec<Value> {
+fn durable(env: &Env) -> Vec<Value> {
     let mut certs: Vec<Value> = env
         .all_certs()
         .into_iter()
@@ -42,8 +42,8 @@ fn stop(agent: &mut Agent) {
 
 #[test]
 fn certificates_and_policies_survive_restart() {
-    let env = CertEnv::new();
-    let mut agent = env.start_agent();
+    let env = Env::no_passphrase();
+    let mut agent = env.start_agent(&[]);
     env.kw_ok(&["key", "generate", "-n", "mgmt"]);
     let a = text(
         &env.create("mgmt", 365, &["--subject", "CN=a,OU=Ops"]),
@@ -67,7 +67,7 @@ fn certificates_and_policies_survive_restart() {
     env.kw_ok(&["cert", "renew", &b]);
     let before = durable(&env);
     assert_eq!(before.len(), 3, "{before:#?}");
-    let policy = env.show(&a)["renewal"].clone();
+    let policy = env.cert_show(&a)["renewal"].clone();
     assert_eq!(
         policy["renew_before"].as_u64(),
         Some(20 * 86_400),
@@ -83,14 +83,14 @@ fn certificates_and_policies_survive_restart() {
         before,
         "the CLI reads the same store offline"
     );
-    let _agent = env.start_agent();
+    let _agent = env.start_agent(&[]);
     assert_eq!(durable(&env), before, "after a restart");
-    assert_eq!(env.show(&a)["renewal"], policy);
+    assert_eq!(env.cert_show(&a)["renewal"], policy);
 }
 
 #[test]
 fn missed_renewal_is_made_at_start() {
-    let env = CertEnv::new();
+    let env = Env::no_passphrase();
     // No daemon: the CLI works on the store directly.
     env.kw_ok(&["key", "generate", "-n", "mgmt"]);
     let first = env.create("mgmt", 10, &[]);
@@ -105,13 +105,13 @@ fn missed_renewal_is_made_at_start() {
     ]);
     // Due now, but nothing renews without the daemon.
     assert_eq!(env.all_certs().len(), 1);
-    assert_eq!(env.show(&first_id)["state"].as_str(), Some("expiring"));
+    assert_eq!(env.cert_show(&first_id)["state"].as_str(), Some("expiring"));
     assert!(!env.root().join("out/a.pem").exists());
     let check = env.kw(&["cert", "check", "--within", "30d"]);
     assert_eq!(check.status.code(), Some(3), "{check:#?}");
 
     let started = Instant::now();
-    let mut agent = env.start_agent();
+    let mut agent = env.start_agent(&[]);
     let caught_up = poll_until(RENEW_GUARD, || {
         successor(&env, &first_id).is_some() && !hook_runs(&log).is_empty()
     });
@@ -142,7 +142,7 @@ fn missed_renewal_is_made_at_start() {
     // A second restart renews nothing more: the renewal was recorded.
     let before = durable(&env);
     stop(&mut agent);
-    let _agent = env.start_agent();
+    let _agent = env.start_agent(&[]);
     env.kw_ok(&["cert", "list"]);
     assert_eq!(durable(&env), before);
     assert_eq!(hook_runs(&log).len(), 1);

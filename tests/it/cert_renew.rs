@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::cert_env::{CertEnv, RENEW_GUARD, assert_clean_error, by_id, text};
+use crate::env::{Env, RENEW_GUARD, assert_clean_error, by_id, text};
 use crate::util::{Agent, mode_of, poll_until};
 
 /// The hook: one `|`-separated line of its environment per run.
@@ -48,7 +48,7 @@ pub fn hook_runs(log: &str) -> Vec<HookRun> {
 
 /// Asserts that `a.pem` and `a.cer` in `out` hold the certificate `view`, as openssl reads them.
 #[track_caller]
-pub fn assert_exported(env: &CertEnv, view: &Value) {
+pub fn assert_exported(env: &Env, view: &Value) {
     let thumb = text(view, "sha1_thumbprint");
     assert_eq!(env.ssl_thumbprint("out/a.pem"), thumb, "a.pem");
     assert_eq!(env.ssl_thumbprint("out/a.cer"), thumb, "a.cer");
@@ -73,7 +73,7 @@ pub fn assert_exported(env: &CertEnv, view: &Value) {
 
 /// Asserts the hook run `run` describes the renewal `old` → `new` with both export paths.
 #[track_caller]
-pub fn assert_hook(env: &CertEnv, run: &HookRun, old: &str, new: &Value) {
+pub fn assert_hook(env: &Env, run: &HookRun, old: &str, new: &Value) {
     assert_eq!(run.id, text(new, "id"), "{run:?}");
     assert_eq!(run.old_id, old, "{run:?}");
     assert_eq!(run.thumbprint, text(new, "sha1_thumbprint"), "{run:?}");
@@ -84,7 +84,7 @@ pub fn assert_hook(env: &CertEnv, run: &HookRun, old: &str, new: &Value) {
 }
 
 /// The certificate listed (with `--all`) that `old` was superseded by, once it is.
-pub fn successor(env: &CertEnv, old: &str) -> Option<Value> {
+pub fn successor(env: &Env, old: &str) -> Option<Value> {
     let list = env.all_certs();
     let by = by_id(&list, old)["superseded_by"].as_str()?.to_owned();
     Some(by_id(&list, &by).clone())
@@ -92,8 +92,8 @@ pub fn successor(env: &CertEnv, old: &str) -> Option<Value> {
 
 #[test]
 fn scheduled_renewal_then_on_demand_then_rekey() {
-    let env = CertEnv::new();
-    let agent = env.start_agent();
+    let env = Env::no_passphrase();
+    let agent = env.start_agent(&[]);
     let log = env.path("hook.log");
     let (first_id, second_id) = scheduled(&env, &agent, &log);
     let third_id = on_demand(&env, &log, &first_id, &second_id);
@@ -102,7 +102,7 @@ fn scheduled_renewal_then_on_demand_then_rekey() {
 
 /// The scheduler renews a 10-day certificate once its policy asks for 90-day renewals; returns
 /// the ids of the old and the new certificate.
-fn scheduled(env: &CertEnv, agent: &Agent, log: &str) -> (String, String) {
+fn scheduled(env: &Env, agent: &Agent, log: &str) -> (String, String) {
     env.kw_ok(&["key", "generate", "-n", "mgmt", "-C", "mgmt@example"]);
     let first = env.create("mgmt", 10, &["--subject", "CN=mgmt,O=Example"]);
     let first_id = text(&first, "id");
@@ -159,7 +159,7 @@ fn scheduled(env: &CertEnv, agent: &Agent, log: &str) -> (String, String) {
 
 /// On demand: a new certificate, the previous one superseded, exports rewritten, hook again.
 /// Returns the new id.
-fn on_demand(env: &CertEnv, log: &str, first_id: &str, second_id: &str) -> String {
+fn on_demand(env: &Env, log: &str, first_id: &str, second_id: &str) -> String {
     let third = env.kw_json(&["cert", "renew", second_id, "--json"]);
     let third_id = text(&third, "id");
     assert_eq!(third["key"].as_str(), Some("mgmt"));
@@ -178,7 +178,7 @@ fn on_demand(env: &CertEnv, log: &str, first_id: &str, second_id: &str) -> Strin
 }
 
 /// `--rekey`: a new stored key, served by the agent, and a different public key.
-fn rekey(env: &CertEnv, agent: &Agent, log: &str, third_id: &str) {
+fn rekey(env: &Env, agent: &Agent, log: &str, third_id: &str) {
     let same_key = env.x509("out/a.pem", &["-noout", "-pubkey"]);
     fs::copy(env.path("out/a.pem"), env.path("third.pem")).expect("keep third");
     env.kw_ok(&["cert", "policy", third_id, "--rekey"]);
@@ -203,10 +203,7 @@ fn rekey(env: &CertEnv, agent: &Agent, log: &str, third_id: &str) {
     // The new key is the stored key's: ssh-pubkey of the export equals `key export`.
     let line = env.kw_ok(&["cert", "ssh-pubkey", "out/a.cer"]);
     let stored = env.kw_ok(&["key", "export", &new_key]);
-    assert_eq!(
-        crate::cert_env::key_part(&line),
-        crate::cert_env::key_part(&stored)
-    );
+    assert_eq!(crate::env::key_part(&line), crate::env::key_part(&stored));
     let served = agent.ssh_add(&["-l"]);
     served.assert_success("ssh-add -l");
     assert_eq!(
@@ -228,7 +225,7 @@ fn rekey(env: &CertEnv, agent: &Agent, log: &str, third_id: &str) {
 /// certificates (both would be renewed and would fight over the same export files).
 #[test]
 fn renewing_a_superseded_certificate_does_not_fork() {
-    let env = CertEnv::new();
+    let env = Env::no_passphrase();
     env.kw_ok(&["key", "generate", "-n", "k"]);
     let a = text(&env.create("k", 60, &[]), "id");
     let b = text(&env.kw_json(&["cert", "renew", &a, "--json"]), "id");

@@ -5,11 +5,11 @@
 
 use std::fs;
 
-use crate::cert_env::{CertEnv, field, key_part, text};
+use crate::env::{Env, field, key_part, text};
 
 #[test]
 fn seed_workflow_pem_and_cer_read_by_openssl() {
-    let env = CertEnv::new();
+    let env = Env::no_passphrase();
     env.kw_ok(&["key", "generate", "-n", "mgmt", "-C", "mgmt@example"]);
     let created = env.create("mgmt", 365, &["--subject", "CN=mgmt,O=Example"]);
     let id = text(&created, "id");
@@ -73,7 +73,7 @@ fn seed_workflow_pem_and_cer_read_by_openssl() {
     assert_eq!(check, key_mod);
 
     // `cert show --json` agrees with openssl.
-    let view = env.show(&id);
+    let view = env.cert_show(&id);
     assert_eq!(text(&view, "sha1_thumbprint"), env.ssl_thumbprint("my.pem"));
     let sha256 = env.x509("my.pem", &["-noout", "-fingerprint", "-sha256"]);
     assert_eq!(
@@ -120,7 +120,7 @@ fn seed_workflow_pem_and_cer_read_by_openssl() {
 /// Two certificates of one key get different random serials (rcgen's default would repeat).
 #[test]
 fn serials_are_random_per_certificate() {
-    let env = CertEnv::new();
+    let env = Env::no_passphrase();
     env.kw_ok(&["key", "generate", "-n", "k"]);
     let a = env.create("k", 30, &[]);
     let b = env.create("k", 30, &[]);

@@ -6,7 +6,7 @@ use std::fs;
 
 use serde_json::Value;
 
-use crate::store_env::{Env, key_part};
+use crate::env::{Env, key_part};
 use crate::util::{Agent, assert_no_identities};
 
 /// The fingerprints `ssh-add -l` prints, one per served key.

@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use crate::store_env::{Env, assert_clean_error};
+use crate::env::{Env, assert_clean_error};
 use crate::util::{KeyType, keygen};
 
 /// What the store holds, as `keyward key list --json` prints it.

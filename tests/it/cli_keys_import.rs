@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::store_env::{Env, assert_clean_error, key_part};
+use crate::env::{Env, assert_clean_error, key_part};
 use crate::util::{Key, KeyType, assert_agent_signs, clean_command, keygen, require_tool, run};
 
 /// Passphrase of the encrypted `ssh-keygen` keys.
@@ -185,7 +185,7 @@ fn import_pem_keys() {
 #[test]
 fn import_through_daemon() {
     let env = Env::with_passphrase();
-    let store_pass = env.pass_file(crate::store_env::STORE_PASS);
+    let store_pass = env.pass_file(crate::env::STORE_PASS);
     let agent = env.start_agent(&["--passphrase-file", &store_pass]);
     let key = keygen(env.root(), "enc", KeyType::Ed25519, KEY_PASS);
     let wrong = env.pass_file("not the key pass");

@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::Path;
 
-use crate::store_env::Env;
+use crate::env::Env;
 use crate::util::{Agent, KeyType, Output, clean_command, keygen, require_tool, run};
 
 const HOST: &str = "keyward-store-host";

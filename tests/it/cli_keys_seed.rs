@@ -4,7 +4,7 @@
 
 use std::fs;
 
-use crate::store_env::{Env, assert_clean_error, key_part};
+use crate::env::{Env, assert_clean_error, key_part};
 use crate::util::mode_of;
 
 /// Generates `name` with `gen_args` offline, exports it every way and checks each file with
@@ -210,7 +210,7 @@ fn export_public_to_file() {
 #[test]
 fn offline_private_export_from_passphrase_store() {
     let env = Env::with_passphrase();
-    let pass = env.pass_file(crate::store_env::STORE_PASS);
+    let pass = env.pass_file(crate::env::STORE_PASS);
     let mut gen_cmd = env.kw_command();
     gen_cmd
         .env("KEYWARD_PASSPHRASE_FILE", &pass)

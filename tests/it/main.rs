@@ -3,6 +3,7 @@
 //!
 //! A missing tool is a failure, never a skip: `scripts/test` installs everything needed.
 
+mod env;
 mod util;
 mod wire;
 
@@ -17,7 +18,6 @@ mod agent_sign;
 mod agent_sockets;
 mod audit_trail;
 mod cert_atomic;
-mod cert_env;
 mod cert_errors;
 mod cert_foreign;
 mod cert_persist;
@@ -45,5 +45,4 @@ mod service_cli;
 mod service_units;
 mod store_at_rest;
 mod store_crash;
-mod store_env;
 mod store_persist;

@@ -2,8 +2,8 @@
 //! key restricted to host A (by fingerprint, or by name through `known_hosts`) logs in to A and
 //! is neither offered nor usable on B; `ssh-add -h` does the same for an in-memory key.
 
+use crate::env::Env;
 use crate::policy_hosts::{Hosts, assert_refuses, offered, stored_key};
-use crate::store_env::Env;
 use crate::util::{KeyType, keygen};
 
 #[test]

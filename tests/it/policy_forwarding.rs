@@ -6,8 +6,8 @@
 
 use std::fs;
 
+use crate::env::Env;
 use crate::policy_hosts::{Hosts, audit_records, exe_path, stored_key};
-use crate::store_env::Env;
 
 /// What the remote script on A printed.
 struct Remote {

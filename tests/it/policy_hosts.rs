@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::store_env::Env;
+use crate::env::Env;
 use crate::util::{Agent, KeyType, Output, clean_command, keygen, require_tool, run, unique};
 
 /// One private sshd.

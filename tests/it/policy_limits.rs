@@ -5,8 +5,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::env::Env;
 use crate::policy_hosts::{assert_refuses, assert_signs, last_sign, stored_key};
-use crate::store_env::Env;
 use crate::wire::{
     Client, SSH_AGENT_FAILURE, SSH_AGENT_RSA_SHA2_256, SSH2_AGENT_SIGN_RESPONSE,
     parse_sign_response,

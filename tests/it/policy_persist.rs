@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::env::Env;
 use crate::policy_hosts::{assert_refuses, assert_signs, exe_path, sign_ns, stored_key};
-use crate::store_env::Env;
 use crate::util::{Agent, poll_until};
 
 #[track_caller]

@@ -2,8 +2,8 @@
 //! (and `-Y verify` accepts it) but not `-n file` nor a login; an executable allow-list admits
 //! `ssh-keygen` and refuses it when only `ssh` is allowed; `keyward policy test` agrees.
 
+use crate::env::Env;
 use crate::policy_hosts::{Hosts, assert_refuses, assert_signs, exe_path, last_sign, stored_key};
-use crate::store_env::Env;
 
 #[test]
 fn policy_purpose_git_only() {

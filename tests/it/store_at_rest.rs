@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use ssh_key::PrivateKey;
 
-use crate::store_env::{Env, STORE_PASS};
+use crate::env::{Env, STORE_PASS};
 use crate::util::Agent;
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

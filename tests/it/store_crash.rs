@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use rand_core::{OsRng, RngCore};
 
-use crate::store_env::{Env, STORE_PASS};
+use crate::env::{Env, STORE_PASS};
 use crate::util::run;
 
 /// Kill/restart cycles.

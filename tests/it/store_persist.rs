@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::store_env::{Env, STORE_PASS, assert_clean_error};
+use crate::env::{Env, STORE_PASS, assert_clean_error};
 use crate::util::{Agent, assert_no_identities};
 
 /// The `ssh-add -l` output, which must list exactly the fingerprints `want`.

@@ -1,5 +1,6 @@
-//! Helpers for the store and `keyward key` tests: a temporary home with its own store, socket and
-//! runtime directories, the `keyward` CLI run against it, and `keyward-agent` started on that store.
+//! Helpers for the store, `keyward key` and `keyward cert` tests: a temporary home with its own
+//! store, socket and runtime directories, the `keyward` CLI run against it, `keyward-agent` started
+//! on that store, and `openssl`/`ssh-keygen` as independent readers of what keyward writes.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -7,11 +8,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::util::{
     Agent, AgentOpts, Output, clean_command, cli_bin, poll_until, require_tool, run,
 };
+
+/// How long a renewal the scheduler should make may take to show up. A guard against waiting
+/// forever on a loaded machine, not a latency requirement.
+pub const RENEW_GUARD: Duration = Duration::from_secs(30);
 
 /// Passphrase used for stores in these tests.
 pub const STORE_PASS: &str = "correct horse battery staple";
@@ -105,7 +111,7 @@ impl Env {
 
     /// Parses the stdout of `keyward ARGS` (which must succeed) as JSON.
     #[track_caller]
-    pub fn kw_json(&self, args: &[&str]) -> serde_json::Value {
+    pub fn kw_json(&self, args: &[&str]) -> Value {
         let stdout = self.kw_ok(args);
         serde_json::from_str(&stdout).unwrap_or_else(|e| {
             panic!("keyward {} printed no JSON ({e}): {stdout}", args.join(" "))
@@ -114,7 +120,7 @@ impl Env {
 
     /// `keyward key show NAME --json`.
     #[track_caller]
-    pub fn show(&self, name: &str) -> serde_json::Value {
+    pub fn show(&self, name: &str) -> Value {
         self.kw_json(&["key", "show", name, "--json"])
     }
 
@@ -132,9 +138,83 @@ impl Env {
         names
     }
 
+    /// `keyward cert create --key KEY --days DAYS [EXTRA] --json`; returns the certificate view.
+    #[track_caller]
+    pub fn create(&self, key: &str, days: u32, extra: &[&str]) -> Value {
+        let days = days.to_string();
+        let mut args = vec!["cert", "create", "--key", key, "--days", &days, "--json"];
+        args.extend_from_slice(extra);
+        self.kw_json(&args)
+    }
+
+    /// `keyward cert show ID --json`.
+    #[track_caller]
+    pub fn cert_show(&self, id: &str) -> Value {
+        self.kw_json(&["cert", "show", id, "--json"])
+    }
+
+    /// `keyward cert list --all --json`.
+    #[track_caller]
+    pub fn all_certs(&self) -> Vec<Value> {
+        match self.kw_json(&["cert", "list", "--all", "--json"]) {
+            Value::Array(list) => list,
+            other => panic!("cert list --json is not an array: {other}"),
+        }
+    }
+
+    /// `cert list --all --json` without `days_left`, which changes as time passes: what the store
+    /// holds, for before/after comparisons.
+    #[track_caller]
+    pub fn snapshot(&self) -> Vec<Value> {
+        let mut certs = self.all_certs();
+        for cert in &mut certs {
+            if let Value::Object(map) = cert {
+                map.remove("days_left");
+            }
+        }
+        certs
+    }
+
     /// Runs `ssh-keygen ARGS` in this home.
     pub fn ssh_keygen(&self, args: &[&str]) -> Output {
-        run(clean_command(require_tool("ssh-keygen"), self.root()).args(args))
+        run(clean_command(require_tool("ssh-keygen"), self.root())
+            .current_dir(self.root())
+            .args(args))
+    }
+
+    /// Runs `openssl ARGS` in this home.
+    pub fn openssl(&self, args: &[&str]) -> Output {
+        run(clean_command(require_tool("openssl"), self.root())
+            .current_dir(self.root())
+            .args(args))
+    }
+
+    /// Runs `openssl ARGS`, panics unless it succeeds, and returns its stdout.
+    #[track_caller]
+    pub fn openssl_ok(&self, args: &[&str]) -> String {
+        let out = self.openssl(args);
+        out.assert_success(&format!("openssl {}", args.join(" ")));
+        out.stdout
+    }
+
+    /// The SHA-1 thumbprint of the certificate in `file` (PEM or DER, by extension) as
+    /// `openssl x509 -fingerprint` prints it, without colons: the form keyward shows.
+    #[track_caller]
+    pub fn ssl_thumbprint(&self, file: &str) -> String {
+        let out = self.x509(file, &["-noout", "-fingerprint", "-sha1"]);
+        field(&out, "Fingerprint=").replace(':', "")
+    }
+
+    /// `openssl x509 -in FILE ARGS`, with `-inform der` for `.cer`/`.der` files; its stdout.
+    #[track_caller]
+    pub fn x509(&self, file: &str, args: &[&str]) -> String {
+        let der = Path::new(file)
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("cer") || e.eq_ignore_ascii_case("der"));
+        let inform = if der { "der" } else { "pem" };
+        let mut all = vec!["x509", "-inform", inform, "-in", file];
+        all.extend_from_slice(args);
+        self.openssl_ok(&all)
     }
 
     /// Starts `keyward-agent --socket SOCKET --store STORE ARGS` and waits until both its agent
@@ -157,8 +237,8 @@ impl Env {
         let ready = poll_until(Duration::from_secs(60), || {
             let out = self.kw(&["status", "--json"]);
             out.status.success()
-                && serde_json::from_str::<serde_json::Value>(&out.stdout)
-                    .is_ok_and(|v| v["daemon"] == serde_json::Value::Bool(true))
+                && serde_json::from_str::<Value>(&out.stdout)
+                    .is_ok_and(|v| v["daemon"] == Value::Bool(true))
         });
         assert!(
             ready,
@@ -229,4 +309,47 @@ pub fn assert_clean_error(out: &Output, what: &str) {
         err.starts_with("keyward: ") && !err.contains('\n'),
         "{what}: expected a one-line `keyward: ...` error, got {out:#?}"
     );
+}
+
+/// The value after `label` on the first line of `text` containing it.
+#[track_caller]
+pub fn field(text: &str, label: &str) -> String {
+    let line = text
+        .lines()
+        .find(|l| l.contains(label))
+        .unwrap_or_else(|| panic!("no {label:?} in {text:?}"));
+    line.split_once(label)
+        .expect("label present")
+        .1
+        .trim()
+        .to_owned()
+}
+
+/// The string `key` of a JSON object (panics when absent).
+#[track_caller]
+pub fn text(value: &Value, key: &str) -> String {
+    value[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("no string {key:?} in {value}"))
+        .to_owned()
+}
+
+/// The certificate with id `id` in a `cert list --json` answer.
+#[track_caller]
+pub fn by_id<'a>(list: &'a [Value], id: &str) -> &'a Value {
+    list.iter()
+        .find(|c| c["id"].as_str() == Some(id))
+        .unwrap_or_else(|| panic!("certificate {id} not listed: {list:#?}"))
+}
+
+/// Generates an RSA 2048 key in PEM (PKCS#1) form at `ROOT/NAME` with `ssh-keygen`, so that
+/// `openssl req -key` reads it; returns its path.
+#[track_caller]
+pub fn ssh_keygen_pem(env: &Env, name: &str) -> String {
+    let path = env.path(name);
+    env.ssh_keygen(&[
+        "-q", "-t", "rsa", "-b", "2048", "-m", "PEM", "-N", "", "-C", name, "-f", &path,
+    ])
+    .assert_success("ssh-keygen -t rsa -b 2048 -m PEM");
+    path
 }
