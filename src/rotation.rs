@@ -79,6 +79,10 @@ pub struct RenewalPolicy {
     /// Renew this many seconds before `not_after`.
     #[serde(default = "default_renew_before")]
     pub renew_before: u64,
+    /// Instead of `renew_before`: renew when this percentage of the certificate's lifetime is
+    /// left (1-99; the lead time is capped at [`MAX_RENEW_BEFORE`]).
+    #[serde(default)]
+    pub renew_before_percent: Option<u8>,
     /// Validity of the next certificate in days; `None` keeps the current one's.
     #[serde(default)]
     pub validity_days: Option<u32>,
@@ -101,6 +105,7 @@ impl Default for RenewalPolicy {
     fn default() -> Self {
         Self {
             renew_before: DEFAULT_RENEW_BEFORE,
+            renew_before_percent: None,
             validity_days: None,
             rekey: false,
             exports: Vec::new(),
@@ -115,6 +120,9 @@ pub enum PolicyError {
     /// `renew_before` out of range.
     #[error("renew-before must be between 1 hour and 365 days (got {0} seconds)")]
     RenewBefore(u64),
+    /// Percentage out of range.
+    #[error("renew-before must be between 1% and 99% of the lifetime (got {0}%)")]
+    Percent(u8),
     /// Validity out of range.
     #[error("validity must be between 1 and {max} days (got {0})", max = crate::certs::MAX_VALIDITY_DAYS)]
     Validity(u32),
@@ -147,7 +155,13 @@ impl RenewalPolicy {
         {
             return Err(PolicyError::Validity(days));
         }
+        if let Some(p) = self.renew_before_percent
+            && !(1..=99).contains(&p)
+        {
+            return Err(PolicyError::Percent(p));
+        }
         if let Some(days) = self.validity_days
+            && self.renew_before_percent.is_none()
             && u64::from(days) * 86_400 <= self.renew_before
         {
             return Err(PolicyError::RenewalLoop {
@@ -171,9 +185,28 @@ impl RenewalPolicy {
         serde_json::to_value(self).unwrap_or_default()
     }
 
-    /// When a certificate expiring at `not_after` is due for renewal.
-    pub fn renew_at(&self, not_after: u64) -> u64 {
-        not_after.saturating_sub(self.renew_before)
+    /// How long before expiry a certificate valid from `not_before` to `not_after` is renewed.
+    pub fn lead(&self, not_before: u64, not_after: u64) -> u64 {
+        match self.renew_before_percent {
+            Some(p) => {
+                (not_after.saturating_sub(not_before) / 100 * u64::from(p)).min(MAX_RENEW_BEFORE)
+            }
+            None => self.renew_before,
+        }
+    }
+
+    /// The longest lead this policy can give any certificate (bounds the scheduler's scan).
+    pub fn max_lead(&self) -> u64 {
+        if self.renew_before_percent.is_some() {
+            MAX_RENEW_BEFORE
+        } else {
+            self.renew_before
+        }
+    }
+
+    /// When a certificate valid from `not_before` to `not_after` is due for renewal.
+    pub fn renew_at(&self, not_before: u64, not_after: u64) -> u64 {
+        not_after.saturating_sub(self.lead(not_before, not_after))
     }
 }
 
@@ -309,7 +342,18 @@ mod tests {
     fn policy_defaults_and_bounds() {
         let p = RenewalPolicy::from_json(serde_json::json!({})).unwrap();
         assert_eq!(p, RenewalPolicy::default());
-        assert_eq!(p.renew_at(100 * 86_400), 70 * 86_400);
+        assert_eq!(p.renew_at(0, 100 * 86_400), 70 * 86_400);
+        let pct = RenewalPolicy {
+            renew_before_percent: Some(20),
+            ..RenewalPolicy::default()
+        };
+        assert_eq!(pct.renew_at(0, 100 * 86_400), 80 * 86_400);
+        assert_eq!(pct.lead(0, 100 * 365 * 86_400), MAX_RENEW_BEFORE, "capped");
+        let bad = RenewalPolicy {
+            renew_before_percent: Some(100),
+            ..RenewalPolicy::default()
+        };
+        assert_eq!(bad.validate(), Err(PolicyError::Percent(100)));
         assert!(p.validate().is_ok());
         let bad = RenewalPolicy {
             renew_before: 10,

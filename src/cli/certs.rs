@@ -74,6 +74,8 @@ pub fn ssh_pubkey(file: &Path, comment: Option<&str>) -> anyhow::Result<String> 
 pub struct PolicyChange {
     /// New renew-before, seconds.
     pub renew_before: Option<u64>,
+    /// New renew-before, as a percentage of the lifetime.
+    pub renew_before_percent: Option<u8>,
     /// New validity, days.
     pub days: Option<u32>,
     /// Rekey (true) or same key (false).
@@ -92,6 +94,7 @@ impl PolicyChange {
     /// Whether anything is to change.
     pub fn is_empty(&self) -> bool {
         self.renew_before.is_none()
+            && self.renew_before_percent.is_none()
             && self.days.is_none()
             && self.rekey.is_none()
             && self.add_exports.is_empty()
@@ -104,6 +107,10 @@ impl PolicyChange {
     pub fn apply(&self, mut policy: RenewalPolicy) -> anyhow::Result<RenewalPolicy> {
         if let Some(v) = self.renew_before {
             policy.renew_before = v;
+            policy.renew_before_percent = None;
+        }
+        if let Some(p) = self.renew_before_percent {
+            policy.renew_before_percent = Some(p);
         }
         if let Some(days) = self.days {
             policy.validity_days = Some(days);
@@ -125,6 +132,29 @@ impl PolicyChange {
         }
         Ok(policy)
     }
+}
+
+/// A `--renew-before` value: a duration (`30d`, `12h`) or a percentage of the lifetime (`20%`).
+pub fn parse_renew_before(text: &str) -> Result<RenewBefore, String> {
+    match text.strip_suffix('%') {
+        Some(p) => p
+            .trim()
+            .parse()
+            .map(RenewBefore::Percent)
+            .map_err(|_| format!("invalid percentage {text:?}")),
+        None => crate::clock::parse_duration(text)
+            .map(|d| RenewBefore::Secs(d.as_secs()))
+            .map_err(|_| format!("invalid renew-before {text:?} (e.g. 30d, 12h or 20%)")),
+    }
+}
+
+/// A parsed `--renew-before`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenewBefore {
+    /// Seconds before expiry.
+    Secs(u64),
+    /// Percentage of the lifetime.
+    Percent(u8),
 }
 
 /// `PATH`, `PATH:pem` or `PATH:der`; relative paths are made absolute here, since the daemon
@@ -179,7 +209,7 @@ pub fn format_cert(c: &CertView) -> String {
         .map(|t| format!("{} ({:?})", t.path.display(), t.format))
         .collect();
     format!(
-        "id:           {}\nsubject:      {}\nserial:       {}\nkey:          {}\norigin:       {}\nstate:        {}{}\nexpires:      {} ({} days left)\nthumbprint:   {} (SHA-1)\nsha256:       {}\nrenewal:      {} days before expiry, {} key, validity {}\nexports:      {}\nhook:         {}\n",
+        "id:           {}\nsubject:      {}\nserial:       {}\nkey:          {}\norigin:       {}\nstate:        {}{}\nexpires:      {} ({} days left)\nthumbprint:   {} (SHA-1)\nsha256:       {}\nrenewal:      {} before expiry, {} key, validity {}\nexports:      {}\nhook:         {}\n",
         c.id,
         c.subject,
         c.serial,
@@ -193,7 +223,10 @@ pub fn format_cert(c: &CertView) -> String {
         c.days_left,
         c.sha1_thumbprint,
         c.sha256_fingerprint,
-        policy.renew_before / 86_400,
+        policy.renew_before_percent.map_or_else(
+            || format!("{} days", policy.renew_before / 86_400),
+            |p| format!("{p}% of the lifetime"),
+        ),
         if policy.rekey { "new" } else { "same" },
         policy
             .validity_days

@@ -177,7 +177,7 @@ impl Service {
                 .unwrap_or(365)
                 .max(1)
         });
-        if u64::from(days) * DAY <= policy.renew_before {
+        if policy.renew_before_percent.is_none() && u64::from(days) * DAY <= policy.renew_before {
             return Err(ServiceError::RenewalLoop { days });
         }
         let key_id = if policy.rekey {
@@ -258,35 +258,32 @@ impl Service {
         let policies = self.policies()?;
         let window = policies
             .values()
-            .map(|p| p.renew_before)
+            .map(RenewalPolicy::max_lead)
             .max()
             .unwrap_or(0)
-            .max(self.defaults.renewal.renew_before);
+            .max(self.defaults.renewal.max_lead());
+        let policy_of = |id: &CertId| policies.get(id).unwrap_or(&self.defaults.renewal);
         let mut plan = RenewalPlan::default();
         // `due_before` is exclusive; a certificate whose renewal time is exactly now is due.
         for due in self
             .store()?
             .due_before(now.saturating_add(window).saturating_add(1))?
         {
-            let renew_at = policies.get(&due.id).map_or_else(
-                || self.defaults.renewal.renew_at(due.not_after),
-                |p| p.renew_at(due.not_after),
-            );
+            let record = self.store()?.get_cert(due.id)?;
+            let renew_at = policy_of(&due.id).renew_at(record.not_before, record.not_after);
             if renew_at > now {
                 plan.next = Some(plan.next.map_or(renew_at, |n: u64| n.min(renew_at)));
                 continue;
             }
-            if self.store()?.get_cert(due.id)?.key_id.is_some() {
+            if record.key_id.is_some() {
                 plan.due.push(due.id);
             }
         }
         // The first certificate beyond the window may be due before any inside it.
         let edge = now.saturating_add(window).saturating_add(1);
         if let Some(first) = self.store()?.first_due_from(edge)? {
-            let renew_at = policies.get(&first.id).map_or_else(
-                || self.defaults.renewal.renew_at(first.not_after),
-                |p| p.renew_at(first.not_after),
-            );
+            let record = self.store()?.get_cert(first.id)?;
+            let renew_at = policy_of(&first.id).renew_at(record.not_before, record.not_after);
             plan.next = Some(plan.next.map_or(renew_at, |n| n.min(renew_at)));
         }
         Ok(plan)
@@ -345,7 +342,7 @@ impl Service {
             .get(&record.id)
             .cloned()
             .unwrap_or_else(|| self.defaults.renewal.clone());
-        let state = match record.state(now, renewal.renew_before) {
+        let state = match record.state(now, renewal.lead(record.not_before, record.not_after)) {
             CertState::Valid => "valid",
             CertState::Expiring => "expiring",
             CertState::Expired => "expired",

@@ -87,9 +87,9 @@ pub(crate) enum CertCommand {
     Policy {
         /// Id or prefix.
         cert: String,
-        /// Renew this long before expiry (e.g. 30d, 2w, 12h).
-        #[arg(long, value_parser = keyward::clock::parse_duration)]
-        renew_before: Option<std::time::Duration>,
+        /// Renew this long before expiry (e.g. 30d, 2w, 12h), or when this share of the lifetime is left (e.g. 20%).
+        #[arg(long, value_parser = keyward::cli::certs::parse_renew_before)]
+        renew_before: Option<keyward::cli::certs::RenewBefore>,
         /// Validity of renewed certificates in days.
         #[arg(long)]
         days: Option<u32>,
@@ -202,7 +202,14 @@ pub(crate) fn cert_command(at: &Locations, command: CertCommand) -> anyhow::Resu
             json,
         } => {
             let change = certs::PolicyChange {
-                renew_before: renew_before.map(|d| d.as_secs()),
+                renew_before: match renew_before {
+                    Some(certs::RenewBefore::Secs(s)) => Some(s),
+                    _ => None,
+                },
+                renew_before_percent: match renew_before {
+                    Some(certs::RenewBefore::Percent(p)) => Some(p),
+                    _ => None,
+                },
                 days,
                 rekey: if rekey {
                     Some(true)
