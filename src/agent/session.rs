@@ -293,7 +293,7 @@ impl Session {
                 "Allow use of key {}?\nKey fingerprint {}.\nRequested by {}{}.",
                 entry.comment,
                 entry.fingerprint,
-                request.exe.as_deref().unwrap_or("an unknown program"),
+                request.lineage(),
                 request
                     .host
                     .as_ref()
@@ -482,6 +482,25 @@ impl<'a> Requester<'a> {
             data: policy::request::classify(data),
             algorithm,
         }
+    }
+
+    /// `ssh (pid 12) from bash (pid 10)`: the requesting process and its parents, for prompts.
+    fn lineage(&self) -> String {
+        if self.chain.is_empty() {
+            return "an unknown program".to_owned();
+        }
+        self.chain
+            .iter()
+            .take(4)
+            .map(|p| {
+                let name = p
+                    .exe
+                    .as_deref()
+                    .map_or("?", |e| e.rsplit('/').next().unwrap_or(e));
+                format!("{name} (pid {})", p.pid)
+            })
+            .collect::<Vec<_>>()
+            .join(" from ")
     }
 
     fn context<'b>(&'b self, now: u64, usage: &'b policy::Usage) -> policy::Context<'b> {

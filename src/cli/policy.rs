@@ -10,6 +10,25 @@ use crate::clock::parse_duration;
 use crate::control::proto::AuditView;
 use crate::policy::{Policy, Purpose, RateLimit, TimeWindow};
 
+/// Where `keyward audit --since` starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Since {
+    /// From this sequence number.
+    Seq(u64),
+    /// Records of the last this long.
+    Ago(std::time::Duration),
+}
+
+/// A sequence number (`1200`), or a duration back from now (`1h`, `2d`).
+pub fn parse_since(text: &str) -> Result<Since, String> {
+    if let Ok(seq) = text.parse() {
+        return Ok(Since::Seq(seq));
+    }
+    parse_duration(text).map(Since::Ago).map_err(|_| {
+        format!("invalid --since {text:?} (a sequence number, or a duration such as 1h or 2d)")
+    })
+}
+
 /// `N/DURATION`, e.g. `10/60s` or `100/1h`.
 pub fn parse_rate(text: &str) -> Result<RateLimit, String> {
     let (count, period) = text
@@ -255,6 +274,12 @@ mod tests {
         assert!(parse_hours("xyz 08:00-09:00").is_err());
         assert_eq!(parse_purpose("git"), Purpose::Sshsig("git".into()));
         assert_eq!(parse_purpose("login"), Purpose::Login);
+        assert_eq!(parse_since("12"), Ok(Since::Seq(12)));
+        assert_eq!(
+            parse_since("1h"),
+            Ok(Since::Ago(std::time::Duration::from_secs(3600)))
+        );
+        assert!(parse_since("yesterday").is_err());
     }
 
     #[test]

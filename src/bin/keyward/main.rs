@@ -118,9 +118,9 @@ enum Command {
         /// Only this key (name or id).
         #[arg(long)]
         key: Option<String>,
-        /// From this sequence number on.
-        #[arg(long, default_value_t = 0)]
-        since: u64,
+        /// From this sequence number on, or records of the last DURATION (e.g. 1h, 2d).
+        #[arg(long, default_value = "0", value_parser = keyward::cli::policy::parse_since)]
+        since: keyward::cli::policy::Since,
         /// At most this many records.
         #[arg(long, default_value_t = 1_000)]
         limit: usize,

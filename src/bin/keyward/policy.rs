@@ -232,7 +232,7 @@ pub(crate) fn audit_command(
     at: &Locations,
     verify: bool,
     key: Option<&str>,
-    since: u64,
+    since: keyward::cli::policy::Since,
     limit: usize,
     follow: bool,
     json: bool,
@@ -260,9 +260,16 @@ pub(crate) fn audit_command(
             }
         });
     }
-    let mut from = since;
+    let (mut from, not_before) = match since {
+        keyward::cli::policy::Since::Seq(seq) => (seq, 0),
+        keyward::cli::policy::Since::Ago(d) => (
+            0,
+            keyward::clock::Clock::unix_now(&keyward::clock::SystemClock)
+                .saturating_sub(d.as_secs()),
+        ),
+    };
     loop {
-        let Response::Audit { records } = backend.call(|| Request::AuditRead {
+        let Response::Audit { mut records } = backend.call(|| Request::AuditRead {
             since: from,
             limit,
             key: key.map(str::to_owned),
@@ -273,6 +280,7 @@ pub(crate) fn audit_command(
         if let Some(last) = records.last() {
             from = last.seq + 1;
         }
+        records.retain(|r| r.at >= not_before);
         if json {
             for r in &records {
                 println!("{}", serde_json::to_string(r)?);
