@@ -129,6 +129,34 @@ fn configured_defaults() -> crate::service::Defaults {
         .unwrap_or_default()
 }
 
+/// Fits a table to the terminal: on a terminal, lines wider than it are cut with `…`; piped
+/// output is left whole (scripts should use `--json` anyway). keyward prints no colours, so
+/// `NO_COLOR` needs nothing more.
+pub fn fit_to_terminal(text: &str) -> String {
+    use std::io::IsTerminal as _;
+    if !std::io::stdout().is_terminal() {
+        return text.to_owned();
+    }
+    let Some((terminal_size::Width(width), _)) = terminal_size::terminal_size() else {
+        return text.to_owned();
+    };
+    fit(text, usize::from(width))
+}
+
+fn fit(text: &str, width: usize) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        if line.chars().count() > width && width > 1 {
+            out.extend(line.chars().take(width - 1));
+            out.push('…');
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// Turns an error response into an error.
 pub fn check(response: Response) -> anyhow::Result<Response> {
     match response {
@@ -206,4 +234,12 @@ pub fn format_status(status: &StatusView, socket: &Path) -> String {
         out.push_str(&format!("served:     {n} keys in the agent\n"));
     }
     out
+}
+
+#[cfg(test)]
+mod fit_tests {
+    #[test]
+    fn long_lines_are_cut_to_the_width() {
+        assert_eq!(super::fit("abcdef\nab\n", 4), "abc…\nab\n");
+    }
 }

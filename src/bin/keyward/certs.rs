@@ -162,7 +162,10 @@ pub(crate) fn cert_command(at: &Locations, command: CertCommand) -> anyhow::Resu
             if json.json {
                 print_json(&list)?;
             } else {
-                print!("{}", certs::format_list(&list));
+                print!(
+                    "{}",
+                    keyward::cli::fit_to_terminal(&certs::format_list(&list))
+                );
             }
         }
         CertCommand::Show { cert, pem, json } => {
@@ -248,7 +251,10 @@ pub(crate) fn cert_command(at: &Locations, command: CertCommand) -> anyhow::Resu
                     within.as_secs() / 86_400
                 );
             } else {
-                print!("{}", certs::format_list(&list));
+                print!(
+                    "{}",
+                    keyward::cli::fit_to_terminal(&certs::format_list(&list))
+                );
             }
             if !list.is_empty() {
                 return Ok(ExitCode::from(certs::EXPIRING_EXIT));

@@ -166,7 +166,10 @@ pub(crate) fn key_command(at: &Locations, command: KeyCommand) -> anyhow::Result
             if json.json {
                 print_json(&list)?;
             } else {
-                print!("{}", keys::format_list(&list));
+                print!(
+                    "{}",
+                    keyward::cli::fit_to_terminal(&keys::format_list(&list))
+                );
             }
         }
         KeyCommand::Show { key, json } => {

@@ -286,7 +286,10 @@ pub(crate) fn audit_command(
                 println!("{}", serde_json::to_string(r)?);
             }
         } else {
-            print!("{}", keyward::cli::policy::format_audit(&records));
+            print!(
+                "{}",
+                keyward::cli::fit_to_terminal(&keyward::cli::policy::format_audit(&records))
+            );
         }
         std::io::stdout().flush()?;
         if !follow {
