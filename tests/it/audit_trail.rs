@@ -7,21 +7,8 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::env::Env;
+use crate::env::{Env, stop};
 use crate::policy_hosts::{assert_refuses, assert_signs, audit_records, exe_path, stored_key};
-use crate::util::Agent;
-
-#[track_caller]
-fn stop(agent: &mut Agent) {
-    let status = agent
-        .signal_and_wait(libc::SIGTERM)
-        .expect("agent exits on SIGTERM");
-    assert!(
-        status.success(),
-        "SIGTERM exit: {status}; log:\n{}",
-        agent.log()
-    );
-}
 
 /// The store's record envelope: `version ‖ JSON body ‖ SHA-256(version ‖ body)[..8]`.
 fn envelope(version: u8, body: &[u8]) -> Vec<u8> {

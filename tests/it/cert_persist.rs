@@ -8,8 +8,8 @@ use std::time::Instant;
 use serde_json::Value;
 
 use crate::cert_renew::{HOOK, assert_exported, assert_hook, hook_runs, successor};
-use crate::env::{Env, RENEW_GUARD, text};
-use crate::util::{Agent, poll_until};
+use crate::env::{Env, RENEW_GUARD, stop, text};
+use crate::util::poll_until;
 
 /// What must not change across a restart, per certificate, sorted by id.
 fn durable(env: &Env) -> Vec<Value> {
@@ -26,18 +26,6 @@ fn durable(env: &Env) -> Vec<Value> {
         .collect();
     certs.sort_by_key(|c| c["id"].as_str().unwrap_or_default().to_owned());
     certs
-}
-
-#[track_caller]
-fn stop(agent: &mut Agent) {
-    let status = agent
-        .signal_and_wait(libc::SIGTERM)
-        .expect("agent exits on SIGTERM");
-    assert!(
-        status.success(),
-        "SIGTERM exit {status}; log:\n{}",
-        agent.log()
-    );
 }
 
 #[test]

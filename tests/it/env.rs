@@ -281,6 +281,19 @@ impl Env {
     }
 }
 
+/// Stops `agent` with SIGTERM and panics unless it exits successfully.
+#[track_caller]
+pub fn stop(agent: &mut Agent) {
+    let status = agent
+        .signal_and_wait(libc::SIGTERM)
+        .expect("agent exits on SIGTERM");
+    assert!(
+        status.success(),
+        "SIGTERM exit: {status}; log:\n{}",
+        agent.log()
+    );
+}
+
 fn walk(dir: &Path, visit: &mut dyn FnMut(&Path, &fs::Metadata)) {
     for entry in fs::read_dir(dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display())) {
         let entry = entry.expect("dir entry");

@@ -4,21 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::env::Env;
+use crate::env::{Env, stop};
 use crate::policy_hosts::{assert_refuses, assert_signs, exe_path, sign_ns, stored_key};
-use crate::util::{Agent, poll_until};
-
-#[track_caller]
-fn stop(agent: &mut Agent) {
-    let status = agent
-        .signal_and_wait(libc::SIGTERM)
-        .expect("agent exits on SIGTERM");
-    assert!(
-        status.success(),
-        "SIGTERM exit: {status}; log:\n{}",
-        agent.log()
-    );
-}
+use crate::util::poll_until;
 
 #[test]
 fn policy_survives_restart() {

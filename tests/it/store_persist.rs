@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::env::{Env, STORE_PASS, assert_clean_error};
+use crate::env::{Env, STORE_PASS, assert_clean_error, stop};
 use crate::util::{Agent, assert_no_identities};
 
 /// The `ssh-add -l` output, which must list exactly the fingerprints `want`.
@@ -26,18 +26,6 @@ fn fingerprints(env: &Env, names: &[&str]) -> Vec<String> {
         .iter()
         .map(|n| env.show(n)["sha256"].as_str().expect("sha256").to_owned())
         .collect()
-}
-
-#[track_caller]
-fn stop(agent: &mut Agent) {
-    let status = agent
-        .signal_and_wait(libc::SIGTERM)
-        .expect("agent exits on SIGTERM");
-    assert!(
-        status.success(),
-        "SIGTERM exit: {status}; log:\n{}",
-        agent.log()
-    );
 }
 
 #[test]
