@@ -4,6 +4,7 @@
 //! A missing tool is a failure, never a skip: `scripts/test` installs everything needed.
 
 mod env;
+mod sshd;
 mod util;
 mod wire;
 

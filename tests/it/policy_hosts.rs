@@ -7,17 +7,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::env::Env;
-use crate::util::{Agent, KeyType, Output, clean_command, keygen, require_tool, run, unique};
-
-/// One private sshd.
-pub struct Host {
-    /// The name `ssh` connects to and `known_hosts` lists.
-    pub alias: String,
-    /// `sshd -i -e -f CONFIG`.
-    pub proxy: String,
-    /// Its host key's `SHA256:` fingerprint.
-    pub fingerprint: String,
-}
+use crate::sshd::Host;
+use crate::util::{Agent, Output, clean_command, require_tool, run, unique};
 
 /// Hosts A and B, sharing one `authorized_keys`.
 pub struct Hosts {
@@ -25,15 +16,7 @@ pub struct Hosts {
     pub b: Host,
     /// Lists `hostA` and `hostB` with their host keys.
     pub known: PathBuf,
-    user: String,
     no_identity: PathBuf,
-}
-
-/// The name of the user the tests run as (sshd logs that user in).
-pub fn current_user() -> String {
-    let out = run(clean_command("id", Path::new("/")).arg("-un"));
-    out.assert_success("id -un");
-    out.stdout.trim().to_owned()
 }
 
 fn quote(arg: &str) -> String {
@@ -44,48 +27,19 @@ fn quote(arg: &str) -> String {
 impl Hosts {
     /// Two sshds configured under `dir`; `authorized` are the public key lines they accept.
     pub fn new(dir: &Path, authorized: &[&str]) -> Hosts {
-        let sshd = require_tool("sshd");
         require_tool("ssh");
-        if !Path::new("/run/sshd").is_dir() {
-            fs::create_dir_all("/run/sshd").expect("create /run/sshd (privilege separation dir)");
-        }
         let ak = dir.join("authorized_keys");
         fs::write(&ak, format!("{}\n", authorized.join("\n"))).expect("write authorized_keys");
-        let mut known = String::new();
-        let mut make = |alias: &str| {
-            let key = keygen(dir, &format!("host-{alias}"), KeyType::Ed25519, "");
-            known.push_str(&format!("{alias} {}\n", key.public_line()));
-            let config = dir.join(format!("sshd_config-{alias}"));
-            fs::write(
-                &config,
-                format!(
-                    "HostKey {}\nAuthorizedKeysFile {}\nStrictModes no\nUsePAM no\nPidFile none\n\
-                     PubkeyAuthentication yes\nPasswordAuthentication no\n\
-                     KbdInteractiveAuthentication no\nPermitRootLogin yes\n\
-                     AllowAgentForwarding yes\nLogLevel VERBOSE\n",
-                    key.private.display(),
-                    ak.display()
-                ),
-            )
-            .expect("write sshd_config");
-            Host {
-                alias: alias.to_owned(),
-                proxy: format!("{} -i -e -f {}", sshd.display(), config.display()),
-                fingerprint: key
-                    .public_key()
-                    .fingerprint(ssh_key::HashAlg::Sha256)
-                    .to_string(),
-            }
-        };
+        let make = |alias: &str| Host::new(dir, alias, &ak, "AllowAgentForwarding yes\n");
         let a = make("hostA");
         let b = make("hostB");
         let known_hosts = dir.join("known_hosts");
-        fs::write(&known_hosts, known).expect("write known_hosts");
+        fs::write(&known_hosts, format!("{}{}", a.known_line, b.known_line))
+            .expect("write known_hosts");
         Hosts {
             a,
             b,
             known: known_hosts,
-            user: current_user(),
             no_identity: dir.join("no-such-identity"),
         }
     }
@@ -93,25 +47,7 @@ impl Hosts {
     /// `ssh` arguments for a login to `host` with no identity but the agent's, ending with the
     /// host name.
     pub fn options(&self, host: &Host) -> Vec<String> {
-        let opts = [
-            format!("ProxyCommand={}", host.proxy),
-            format!("HostKeyAlias={}", host.alias),
-            format!("UserKnownHostsFile={}", self.known.display()),
-            "GlobalKnownHostsFile=/dev/null".to_owned(),
-            "StrictHostKeyChecking=yes".to_owned(),
-            "BatchMode=yes".to_owned(),
-            format!("IdentityFile={}", self.no_identity.display()),
-            "PasswordAuthentication=no".to_owned(),
-            "KbdInteractiveAuthentication=no".to_owned(),
-            format!("User={}", self.user),
-        ];
-        let mut args = vec!["-F".to_owned(), "/dev/null".to_owned()];
-        for opt in opts {
-            args.push("-o".to_owned());
-            args.push(opt);
-        }
-        args.push(host.alias.clone());
-        args
+        host.ssh_args(&self.known, &self.no_identity, &[])
     }
 
     /// Runs `ssh EXTRA ... HOST REMOTE` through `agent`.
