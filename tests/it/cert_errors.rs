@@ -8,21 +8,13 @@ use std::fs;
 
 use serde_json::Value;
 
-use crate::env::{Env, assert_clean_error, ssh_keygen_pem, text};
+use crate::env::{Env, assert_clean_error, assert_refused, ssh_keygen_pem, text};
 
 /// Runs `keyward ARGS`, expects a one-line `keyward: ...` error mentioning `hint`
 /// (case-insensitive), and checks that no certificate or policy changed.
 #[track_caller]
 fn refused(env: &Env, args: &[&str], hint: &str) {
-    let before = env.snapshot();
-    let out = env.kw(args);
-    let what = format!("keyward {}", args.join(" "));
-    assert_clean_error(&out, &what);
-    assert!(
-        out.stderr.to_lowercase().contains(&hint.to_lowercase()),
-        "{what}: the error should mention {hint:?}: {out:#?}"
-    );
-    assert_eq!(env.snapshot(), before, "{what} changed the store");
+    assert_refused(env, args, hint, Env::snapshot);
 }
 
 /// The files the cases use, made once per test: junk, a private key, an empty file, an EC

@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use crate::env::{Env, assert_clean_error};
+use crate::env::{Env, assert_clean_error, assert_refused};
 use crate::util::{KeyType, keygen};
 
 /// What the store holds, as `keyward key list --json` prints it.
@@ -15,15 +15,7 @@ fn snapshot(env: &Env) -> String {
 /// that the store is unchanged.
 #[track_caller]
 fn refused(env: &Env, args: &[&str], hint: &str) {
-    let before = snapshot(env);
-    let out = env.kw(args);
-    let what = format!("keyward {}", args.join(" "));
-    assert_clean_error(&out, &what);
-    assert!(
-        out.stderr.to_lowercase().contains(&hint.to_lowercase()),
-        "{what}: the error should mention {hint:?}: {out:#?}"
-    );
-    assert_eq!(snapshot(env), before, "{what} changed the store");
+    assert_refused(env, args, hint, snapshot);
 }
 
 fn bad_input_cases(env: &Env) {

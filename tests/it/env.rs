@@ -2,6 +2,7 @@
 //! store, socket and runtime directories, the `keyward` CLI run against it, `keyward-agent` started
 //! on that store, and `openssl`/`ssh-keygen` as independent readers of what keyward writes.
 
+use std::fmt;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -353,6 +354,26 @@ pub fn by_id<'a>(list: &'a [Value], id: &str) -> &'a Value {
     list.iter()
         .find(|c| c["id"].as_str() == Some(id))
         .unwrap_or_else(|| panic!("certificate {id} not listed: {list:#?}"))
+}
+
+/// Runs `keyward ARGS`, expects a one-line `keyward: ...` error mentioning `hint`
+/// (case-insensitive), and checks that `state` (what the store holds) is the same before and after.
+#[track_caller]
+pub fn assert_refused<T: PartialEq + fmt::Debug>(
+    env: &Env,
+    args: &[&str],
+    hint: &str,
+    state: impl Fn(&Env) -> T,
+) {
+    let before = state(env);
+    let out = env.kw(args);
+    let what = format!("keyward {}", args.join(" "));
+    assert_clean_error(&out, &what);
+    assert!(
+        out.stderr.to_lowercase().contains(&hint.to_lowercase()),
+        "{what}: the error should mention {hint:?}: {out:#?}"
+    );
+    assert_eq!(state(env), before, "{what} changed the store");
 }
 
 /// Generates an RSA 2048 key in PEM (PKCS#1) form at `ROOT/NAME` with `ssh-keygen`, so that

@@ -75,39 +75,29 @@ fn policy_hours_window() {
     let minute = now % 86_400 / 60;
     let today = usize::try_from((now / 86_400 + 3) % 7).expect("weekday");
 
+    let set_hours = |hours: &str| env.kw_ok(&["policy", "set", "hours", "--hours", hours]);
+
     // From an hour ago to an hour from now (it may span midnight): allowed.
-    env.kw_ok(&[
-        "policy",
-        "set",
-        "hours",
-        "--hours",
-        &range(minute, 1380, 60),
-    ]);
+    set_hours(&range(minute, 1380, 60));
     assert_signs(&agent, &key, "file");
     // Two to three hours from now: refused.
-    env.kw_ok(&[
-        "policy",
-        "set",
-        "hours",
-        "--hours",
-        &range(minute, 120, 180),
-    ]);
+    set_hours(&range(minute, 120, 180));
     assert_refuses(&agent, &key, "file");
     assert_refused_by(&env, "hours", "hours:");
     // The same instant in UTC+05:30, written in local time: allowed.
     let local = (minute + 330) % 1440;
     let window = format!("{} +05:30", range(local, 1380, 60));
-    env.kw_ok(&["policy", "set", "hours", "--hours", &window]);
+    set_hours(&window);
     assert_signs(&agent, &key, "file");
     // The UTC window read as UTC-05:00 is five hours later: refused.
     let window = format!("{} -05:00", range(minute, 1380, 60));
-    env.kw_ok(&["policy", "set", "hours", "--hours", &window]);
+    set_hours(&window);
     assert_refuses(&agent, &key, "file");
     // Days: all day today allowed, all day tomorrow only refused.
     let day = |d: usize| format!("{} 00:00-24:00", DAYS[d % 7]);
-    env.kw_ok(&["policy", "set", "hours", "--hours", &day(today)]);
+    set_hours(&day(today));
     assert_signs(&agent, &key, "file");
-    env.kw_ok(&["policy", "set", "hours", "--hours", &day(today + 1)]);
+    set_hours(&day(today + 1));
     assert_refuses(&agent, &key, "file");
     assert_refused_by(&env, "hours", "hours:");
 }
