@@ -2,46 +2,28 @@
 //! port, no system config), with a temporary host key and `authorized_keys` file, and the only
 //! identity `ssh` can use is the one held by keyward.
 
-use std::fs;
 use std::path::Path;
 
 use crate::sshd::Host;
-use crate::util::{Agent, Key, KeyType, Output, keygen, require_tool, run};
+use crate::util::{Agent, Key, KeyType, Output, keygen};
 
 /// Host key alias used in `known_hosts` and on the `ssh` command line.
 const HOST: &str = "keyward-test-host";
 
 /// Writes the sshd config, host key and `known_hosts` into `dir`; returns the host.
 fn prepare_sshd(dir: &Path, authorized: &Key, algorithms: &str) -> Host {
-    let authorized_keys = dir.join("authorized_keys");
-    fs::write(&authorized_keys, format!("{}\n", authorized.public_line()))
-        .expect("write authorized_keys");
-    let host = Host::new(
+    Host::alone(
         dir,
         HOST,
-        &authorized_keys,
+        &format!("{}\n", authorized.public_line()),
         &format!("PubkeyAcceptedAlgorithms {algorithms}\n"),
-    );
-    fs::write(dir.join("known_hosts"), &host.known_line).expect("write known_hosts");
-    host
+    )
 }
 
 /// Runs `ssh ... HOST echo ok` through the agent, offering only `algorithms` for the user key.
 fn login(agent: &Agent, host: &Host, algorithms: &str) -> Output {
-    require_tool("ssh");
-    let dir = agent.dir();
-    let extra = [
-        format!("IdentityAgent={}", agent.socket().display()),
-        format!("PubkeyAcceptedAlgorithms={algorithms}"),
-    ];
-    let mut cmd = agent.command("ssh");
-    // A file that does not exist, so no default identity file is tried.
-    cmd.args(host.ssh_args(
-        &dir.join("known_hosts"),
-        &dir.join("no-such-identity"),
-        &extra,
-    ));
-    run(cmd.arg("echo ok"))
+    let extra = [format!("PubkeyAcceptedAlgorithms={algorithms}")];
+    host.login(agent, agent.dir(), &extra, "echo ok")
 }
 
 fn login_case(kind: KeyType, algorithms: &str) {

@@ -2,35 +2,22 @@
 //! its exported public line in `authorized_keys` of a private `sshd -i` (run as `ssh`'s
 //! `ProxyCommand`), and `ssh` logs in through the agent with no identity file of its own.
 
-use std::fs;
 use std::path::Path;
 
 use crate::env::Env;
 use crate::sshd::Host;
-use crate::util::{Agent, Output, require_tool, run};
+use crate::util::{Agent, Output};
 
 const HOST: &str = "keyward-store-host";
 
 /// Writes sshd's config, host key, `authorized_keys` (holding `authorized`) and `known_hosts`
 /// into `dir`; returns the host.
 fn sshd_host(dir: &Path, authorized: &str) -> Host {
-    let ak = dir.join("authorized_keys");
-    fs::write(&ak, authorized).expect("write authorized_keys");
-    let host = Host::new(dir, HOST, &ak, "");
-    fs::write(dir.join("known_hosts"), &host.known_line).expect("write known_hosts");
-    host
+    Host::alone(dir, HOST, authorized, "")
 }
 
 fn ssh_login(agent: &Agent, dir: &Path, host: &Host) -> Output {
-    require_tool("ssh");
-    let extra = [format!("IdentityAgent={}", agent.socket().display())];
-    let mut cmd = agent.command("ssh");
-    cmd.args(host.ssh_args(
-        &dir.join("known_hosts"),
-        &dir.join("no-such-identity"),
-        &extra,
-    ));
-    run(cmd.arg("echo logged-in"))
+    host.login(agent, dir, &[], "echo logged-in")
 }
 
 fn login_case(gen_args: &[&str]) {

@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::Path;
 
-use crate::util::{KeyType, clean_command, keygen, require_tool, run};
+use crate::util::{Agent, KeyType, Output, clean_command, keygen, require_tool, run};
 
 /// One private sshd.
 pub struct Host {
@@ -49,6 +49,32 @@ impl Host {
                 .to_string(),
             known_line: format!("{alias} {}\n", key.public_line()),
         }
+    }
+
+    /// The only sshd in `dir`: writes its `authorized_keys` (the text `authorized`), host key,
+    /// config (with the lines `extra`) and a `known_hosts` naming it alone.
+    pub fn alone(dir: &Path, alias: &str, authorized: &str, extra: &str) -> Host {
+        let authorized_keys = dir.join("authorized_keys");
+        fs::write(&authorized_keys, authorized).expect("write authorized_keys");
+        let host = Host::new(dir, alias, &authorized_keys, extra);
+        fs::write(dir.join("known_hosts"), &host.known_line).expect("write known_hosts");
+        host
+    }
+
+    /// Runs `ssh ... HOST REMOTE` through `agent` (the only identity it can use), with the
+    /// `known_hosts` in `dir` (see [`Host::alone`]) and the options `extra`.
+    pub fn login(&self, agent: &Agent, dir: &Path, extra: &[String], remote: &str) -> Output {
+        require_tool("ssh");
+        let mut opts = vec![format!("IdentityAgent={}", agent.socket().display())];
+        opts.extend_from_slice(extra);
+        let mut cmd = agent.command("ssh");
+        // A file that does not exist, so no default identity file is tried.
+        cmd.args(self.ssh_args(
+            &dir.join("known_hosts"),
+            &dir.join("no-such-identity"),
+            &opts,
+        ));
+        run(cmd.arg(remote))
     }
 
     /// `ssh` arguments for a login to this host with no identity but the agent's (`no_identity`
