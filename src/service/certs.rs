@@ -449,21 +449,27 @@ mod tests {
         );
     }
 
+    /// An RSA key `web` and a certificate of it valid for `days`.
+    fn web_cert(service: &Service, days: u32) -> CertView {
+        rsa_key(service, "web");
+        let Response::Cert(cert) = request(
+            service,
+            Request::CertCreate {
+                key: "web".into(),
+                subject: None,
+                days,
+            },
+        ) else {
+            panic!("no certificate")
+        };
+        *cert
+    }
+
     #[test]
     fn renews_when_the_clock_crosses_the_renewal_point() {
         let dir = tempfile::tempdir().unwrap();
         let (service, clock) = fixture(&dir.path().join("s"));
-        rsa_key(&service, "web");
-        let Response::Cert(cert) = request(
-            &service,
-            Request::CertCreate {
-                key: "web".into(),
-                subject: None,
-                days: 365,
-            },
-        ) else {
-            panic!()
-        };
+        let cert = web_cert(&service, 365);
         assert_eq!(cert.subject, "CN=web");
         let plan = service.plan_renewals(T0).unwrap();
         assert!(plan.due.is_empty());
@@ -625,17 +631,7 @@ mod tests {
     fn planning_touches_only_due_certificates() {
         let dir = tempfile::tempdir().unwrap();
         let (service, _clock) = fixture(&dir.path().join("s"));
-        rsa_key(&service, "web");
-        let Response::Cert(cert) = request(
-            &service,
-            Request::CertCreate {
-                key: "web".into(),
-                subject: None,
-                days: 365,
-            },
-        ) else {
-            panic!()
-        };
+        let cert = web_cert(&service, 365);
         let base = service
             .store()
             .unwrap()
