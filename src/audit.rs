@@ -233,12 +233,11 @@ mod tests {
         drop(again);
         drop(auditor);
         drop(store);
-        let sled = SledStore::open(&db_dir).unwrap();
-        sled.replace_audit_for_test(seqs[1], &edited);
-        let v = verify(&sled).unwrap();
+        SledStore::replace_audit_for_test(&db_dir, seqs[1], &edited);
+        let v = verify(&SledStore::open(&db_dir).unwrap()).unwrap();
         assert_eq!(v.broken.map(|b| b.0), Some(seqs[1]));
-        sled.remove_audit_for_test(seqs[1]);
-        let v = verify(&sled).unwrap();
+        SledStore::remove_audit_for_test(&db_dir, seqs[1]);
+        let v = verify(&SledStore::open(&db_dir).unwrap()).unwrap();
         assert_eq!(
             v.broken.map(|b| (b.0, b.1.contains("removed"))),
             Some((seqs[2], true))

@@ -139,6 +139,15 @@ pub enum StoreError {
     /// A read, write or flush failed in the database.
     #[error("store database error")]
     Db(#[source] sled::Error),
+    /// Reading or writing the audit journal (`<store>/audit/`) failed.
+    #[error("cannot read or write the audit journal in {}", path.display())]
+    Journal {
+        /// The journal directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// Why a record could not be read.

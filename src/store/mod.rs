@@ -17,6 +17,7 @@
 
 mod crypto;
 mod error;
+mod journal;
 mod migrate;
 mod perms;
 mod records;
@@ -127,8 +128,8 @@ pub trait PolicyStore {
 pub trait AuditLog {
     /// Appends an event; returns its sequence number.
     fn append_audit(&self, event: &AuditEvent) -> Result<u64>;
-    /// Like `append_audit`, but durable only at the store's next flush (sled flushes on its own
-    /// within half a second): for high-rate records whose loss in a crash is acceptable.
+    /// Like `append_audit`, but not synced before returning: the record survives a crash of the
+    /// process at once and reaches the disk within half a second. For high-rate records.
     fn append_audit_lazy(&self, event: &AuditEvent) -> Result<u64>;
     /// Up to `limit` events with `seq >= since_seq`, oldest first.
     fn read_audit(&self, since_seq: u64, limit: usize) -> Result<Vec<AuditEntry>>;

@@ -37,7 +37,8 @@ fn decode_as(kind: Kind, bytes: &[u8]) -> Result<(), super::StoreError> {
     }
 }
 
-/// Raw records written by a real store (with a passphrase), read back from its trees.
+/// Raw records written by a real store (with a passphrase), read back from its trees and
+/// audit journal.
 fn records() -> &'static [(Kind, Vec<u8>)] {
     static RECORDS: OnceLock<Vec<(Kind, Vec<u8>)>> = OnceLock::new();
     RECORDS.get_or_init(|| {
@@ -72,11 +73,16 @@ fn records() -> &'static [(Kind, Vec<u8>)] {
             .unwrap();
         let first = |tree: &sled::Tree| tree.iter().next().unwrap().unwrap().1.to_vec();
         let vault = store.t.meta.get(b"vault").unwrap().unwrap().to_vec();
+        let mut audit = None;
+        super::journal::rewrite_for_test(store.journal.dir(), |_, envelope| {
+            audit.get_or_insert_with(|| envelope.clone());
+            Some(envelope)
+        });
         vec![
             (Kind::Key, first(&store.t.keys)),
             (Kind::Cert, first(&store.t.certs)),
             (Kind::Policy, first(&store.t.policies)),
-            (Kind::Audit, first(&store.t.audit)),
+            (Kind::Audit, audit.expect("an audit record")),
             (Kind::Vault, vault),
         ]
     })

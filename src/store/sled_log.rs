@@ -1,12 +1,12 @@
 //! [`PolicyStore`](super::PolicyStore) and [`AuditLog`](super::AuditLog) for [`SledStore`]:
-//! per-key policy documents in `policies`, and the bounded audit log in `audit` keyed by
-//! big-endian sequence numbers (so key order is time order and reading a tail is a range scan).
+//! per-key policy documents in `policies`, and the bounded audit log in the store's
+//! [journal](super::journal).
 
 use sled::Transactional;
 use sled::transaction::abort;
 
-use super::error::{CorruptError, Result, StoreError};
-use super::records::{AUDIT_V, POLICY_V, decode, encode, what};
+use super::error::{Result, StoreError};
+use super::records::{POLICY_V, decode, encode, what};
 use super::sled_store::{SledStore, tx};
 use super::types::{AuditEntry, AuditEvent, KeyId};
 use super::{AuditLog, PolicyStore};
@@ -39,87 +39,44 @@ impl PolicyStore for SledStore {
     }
 }
 
-fn parse_seq(k: &[u8]) -> Result<u64> {
-    k.try_into()
-        .map(u64::from_be_bytes)
-        .map_err(|_| StoreError::corrupt(what("audit", k), CorruptError::Index))
-}
-
 impl AuditLog for SledStore {
-    /// Sequence numbers come from sled's `generate_id()`: increasing across restarts, with a gap
-    /// after a crash (it reserves ranges), never reused.
+    /// Sequence numbers are consecutive and never reused (see [`super::journal`]).
     fn append_audit(&self, event: &AuditEvent) -> Result<u64> {
-        let seq = self.db.generate_id()?;
-        self.t
-            .audit
-            .insert(seq.to_be_bytes(), encode(AUDIT_V, event))?;
-        self.flush()?;
-        Ok(seq)
+        self.journal.append(event, true)
     }
 
     fn append_audit_lazy(&self, event: &AuditEvent) -> Result<u64> {
-        let seq = self.db.generate_id()?;
-        self.t
-            .audit
-            .insert(seq.to_be_bytes(), encode(AUDIT_V, event))?;
-        Ok(seq)
+        self.journal.append(event, false)
     }
 
     fn read_audit(&self, since_seq: u64, limit: usize) -> Result<Vec<AuditEntry>> {
-        self.t
-            .audit
-            .range(since_seq.to_be_bytes()..)
-            .take(limit)
-            .map(|kv| {
-                let (k, v) = kv?;
-                let seq = parse_seq(&k)?;
-                let event = decode(|| what("audit", &k), AUDIT_V, &v)?;
-                Ok(AuditEntry { seq, event })
-            })
-            .collect()
+        self.journal.read(since_seq, limit)
     }
 
     fn last_audit(&self) -> Result<Option<AuditEntry>> {
-        self.t
-            .audit
-            .last()?
-            .map(|(k, v)| {
-                Ok(AuditEntry {
-                    seq: parse_seq(&k)?,
-                    event: decode(|| what("audit", &k), AUDIT_V, &v)?,
-                })
-            })
-            .transpose()
+        Ok(self.journal.last())
     }
 
     fn prune_audit(&self, max_count: usize) -> Result<usize> {
-        let mut batch = sled::Batch::default();
-        let mut removed = 0;
-        for kv in self.t.audit.iter().rev().skip(max_count) {
-            let (k, _) = kv?;
-            batch.remove(k);
-            removed += 1;
-        }
-        if removed > 0 {
-            self.t.audit.apply_batch(batch)?;
-            self.flush()?;
-        }
-        Ok(removed)
+        self.journal.prune(max_count)
     }
 }
 
 #[cfg(test)]
 impl SledStore {
-    /// Overwrites an audit record in place, as an attacker with write access could.
-    pub(crate) fn replace_audit_for_test(&self, seq: u64, event: &crate::store::AuditEvent) {
-        self.t
-            .audit
-            .insert(seq.to_be_bytes(), encode(AUDIT_V, event))
-            .unwrap();
+    /// Overwrites audit record `seq` of the (closed) store in `dir`, as an attacker with write
+    /// access could: a valid envelope, so only the hash chain can tell.
+    pub(crate) fn replace_audit_for_test(dir: &std::path::Path, seq: u64, event: &AuditEvent) {
+        let envelope = encode(super::records::AUDIT_V, event);
+        super::journal::rewrite_for_test(&dir.join(super::sled_store::JOURNAL_DIR), |s, e| {
+            Some(if s == seq { envelope.clone() } else { e })
+        });
     }
 
-    /// Deletes an audit record, as an attacker with write access could.
-    pub(crate) fn remove_audit_for_test(&self, seq: u64) {
-        self.t.audit.remove(seq.to_be_bytes()).unwrap();
+    /// Deletes audit record `seq` of the (closed) store in `dir`.
+    pub(crate) fn remove_audit_for_test(dir: &std::path::Path, seq: u64) {
+        super::journal::rewrite_for_test(&dir.join(super::sled_store::JOURNAL_DIR), |s, e| {
+            (s != seq).then_some(e)
+        });
     }
 }

@@ -11,6 +11,7 @@ use sled::transaction::{TransactionError, TransactionResult};
 
 use super::crypto::{KdfParams, Kek, MasterKey, random_salt};
 use super::error::{Result, StoreError};
+use super::journal::Journal;
 use super::records::Vault;
 use super::types::StoreStatus;
 use super::{Vault as VaultTrait, migrate, perms};
@@ -56,7 +57,8 @@ pub(crate) struct Trees {
     pub(crate) policies: sled::Tree,
     /// `CertId` → renewal policy record.
     pub(crate) renewals: sled::Tree,
-    /// sequence (u64 BE) → audit record.
+    /// sequence (u64 BE) → audit record: schema 1 stores only; their records are moved to the
+    /// [`Journal`] on open.
     pub(crate) audit: sled::Tree,
     /// schema version, vault.
     pub(crate) meta: sled::Tree,
@@ -90,6 +92,8 @@ pub struct SledStore {
     pub(crate) path: PathBuf,
     pub(crate) db: sled::Db,
     pub(crate) t: Trees,
+    /// The audit records, in `<store>/audit/` (see [`Journal`] for why not in sled).
+    pub(crate) journal: Journal,
     state: RwLock<State>,
 }
 
@@ -142,6 +146,34 @@ fn open_db(dir: &Path, opts: StoreOptions) -> Result<sled::Db> {
     Ok(db)
 }
 
+/// The audit journal's directory inside the store.
+pub(crate) const JOURNAL_DIR: &str = "audit";
+
+/// Moves the audit records of a store written before the journal existed out of the sled tree:
+/// copied into the empty journal all at once (a synced, renamed file), then removed from sled.
+/// A crash in between leaves both; the copy is complete then, so only the removal is redone.
+fn move_audit_tree(db: &sled::Db, t: &Trees, journal: &Journal) -> Result<()> {
+    if t.audit.is_empty() {
+        return Ok(());
+    }
+    if journal.is_empty() {
+        let values = t
+            .audit
+            .iter()
+            .values()
+            .map(|v| v.map(|v| v.to_vec()))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let moved = journal.import(values)?;
+        tracing::info!(
+            records = moved,
+            "moved the audit records into the audit journal"
+        );
+    }
+    t.audit.clear()?;
+    db.flush()?;
+    Ok(())
+}
+
 fn read_schema(path: &Path, meta: &sled::Tree) -> Result<Option<u32>> {
     let Some(v) = meta.get(META_SCHEMA)? else {
         return Ok(None);
@@ -188,6 +220,7 @@ impl SledStore {
             Ok(())
         }))?;
         db.flush()?;
+        let journal = Journal::open(&dir.join(JOURNAL_DIR))?;
         let state = State {
             master: Some(master),
             passphrase_set: passphrase.is_some(),
@@ -196,6 +229,7 @@ impl SledStore {
             path: dir.to_path_buf(),
             db,
             t,
+            journal,
             state: RwLock::new(state),
         })
     }
@@ -239,10 +273,13 @@ impl SledStore {
                 passphrase_set: true,
             },
         };
+        let journal = Journal::open(&dir.join(JOURNAL_DIR))?;
+        move_audit_tree(&db, &t, &journal)?;
         Ok(Self {
             path: dir.to_path_buf(),
             db,
             t,
+            journal,
             state: RwLock::new(state),
         })
     }

@@ -1,8 +1,8 @@
 //! The audit trail through the CLI: every signature decision is listed by `keyward audit --json`
 //! (key, action, outcome, executable, purpose, reason), `--key` and `--since` filter it, and
 //! `keyward audit verify` finds it intact; then, with the daemon stopped, a record edited in the
-//! sled store (re-encoded with a valid record checksum, so only the hash chain can tell) and a
-//! record deleted from the middle are both caught and named.
+//! store's audit journal (re-encoded with a valid record checksum and frame, so only the hash
+//! chain can tell) and a record deleted from the middle are both caught and named.
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -22,12 +22,32 @@ fn envelope(version: u8, body: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Runs `edit` on the `audit` tree of the (stopped daemon's) store.
-fn with_audit_tree(env: &Env, edit: impl FnOnce(&sled::Tree)) {
-    let db = sled::open(env.store()).expect("open the store with sled");
-    let tree = db.open_tree("audit").expect("audit tree");
-    edit(&tree);
-    db.flush().expect("flush");
+/// Rewrites the audit journal of the (stopped daemon's) store: every frame
+/// (`len: u32 BE ‖ seq: u64 BE ‖ envelope`) of every segment `<store>/audit/*.log` goes through
+/// `edit`, which may change its envelope or drop it (`None`).
+fn with_journal(env: &Env, mut edit: impl FnMut(u64, Vec<u8>) -> Option<Vec<u8>>) {
+    let dir = env.store().join("audit");
+    for entry in std::fs::read_dir(&dir).expect("the audit journal") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "log") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).expect("read a segment");
+        let (mut rest, mut out) = (bytes.as_slice(), Vec::new());
+        while !rest.is_empty() {
+            let len = u32::from_be_bytes(rest[..4].try_into().expect("len")) as usize;
+            let seq = u64::from_be_bytes(rest[4..12].try_into().expect("seq"));
+            let envelope = rest[12..4 + len].to_vec();
+            rest = &rest[4 + len..];
+            if let Some(envelope) = edit(seq, envelope) {
+                let len = u32::try_from(8 + envelope.len()).expect("small");
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(&seq.to_be_bytes());
+                out.extend_from_slice(&envelope);
+            }
+        }
+        std::fs::write(&path, out).expect("write a segment");
+    }
 }
 
 #[track_caller]
@@ -113,21 +133,20 @@ fn audit_lists_decisions_and_catches_tampering() {
 fn tamper(env: &Env, seq: u64) {
     // Edit the refused record's action with the daemon stopped, keeping its envelope valid.
     let mut original = Vec::new();
-    with_audit_tree(env, |tree| {
-        let value = tree
-            .get(seq.to_be_bytes())
-            .expect("read")
-            .expect("record present");
-        original = value.to_vec();
+    with_journal(env, |s, value| {
+        if s != seq {
+            return Some(value);
+        }
+        original.clone_from(&value);
         let (version, body) = (value[0], &value[1..value.len() - 8]);
         assert_eq!(envelope(version, body), original, "envelope understood");
         let mut event: Value = serde_json::from_slice(body).expect("record body is JSON");
         assert_eq!(event["action"], "sign", "{event}");
         event["action"] = "login".into();
         let body = serde_json::to_vec(&event).expect("encode");
-        tree.insert(seq.to_be_bytes(), envelope(version, &body))
-            .expect("write");
+        Some(envelope(version, &body))
     });
+    assert!(!original.is_empty(), "record {seq} found in the journal");
     // Offline: the CLI opens the store itself; the record still decodes, so only the chain
     // catches the edit.
     let listed = audit_records(env, Some("aud"));
@@ -152,9 +171,8 @@ fn tamper(env: &Env, seq: u64) {
 
     // Restored, the chain is intact again; then a record removed from the middle is caught at
     // the record after it.
-    with_audit_tree(env, |tree| {
-        tree.insert(seq.to_be_bytes(), original.as_slice())
-            .expect("restore");
+    with_journal(env, |s, value| {
+        Some(if s == seq { original.clone() } else { value })
     });
     let (code, out) = verify(env);
     assert_eq!(code, Some(0), "restored: {out}");
@@ -163,9 +181,7 @@ fn tamper(env: &Env, seq: u64) {
         .filter_map(|r| r["seq"].as_u64())
         .find(|&s| s > seq)
         .expect("a record after the refused one");
-    with_audit_tree(env, |tree| {
-        tree.remove(seq.to_be_bytes()).expect("remove");
-    });
+    with_journal(env, |s, value| (s != seq).then_some(value));
     let (code, out) = verify(env);
     assert_eq!(code, Some(1), "a removed record: {out}");
     assert!(

@@ -1,6 +1,7 @@
 //! Unit tests of the store, in temporary directories, with the cheapest Argon2id parameters.
 
 mod certs;
+mod journal;
 mod keys;
 mod migrate;
 mod security;
