@@ -124,7 +124,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_larger_than_the_first_read_arrives_whole_in_small_pieces() {
-        let payload: Vec<u8> = (0..MAX_FRAME).map(|i| (i % 251) as u8).collect();
+        let payload: Vec<u8> = (0..MAX_FRAME)
+            .map(|i| u8::try_from(i % 251).unwrap())
+            .collect();
         let (mut client, mut server) = tokio::io::duplex(1000);
         let mut framed = u32::try_from(MAX_FRAME).unwrap().to_be_bytes().to_vec();
         framed.extend_from_slice(&payload);

@@ -72,7 +72,7 @@ fn sign_data(i: usize) -> Vec<u8> {
 
 /// Request `i` as a frame: a sign request with key `i / SIGN_EVERY % KEYS`, or a list.
 fn request(i: usize) -> Vec<u8> {
-    let msg = if i % SIGN_EVERY == 0 {
+    let msg = if i.is_multiple_of(SIGN_EVERY) {
         Msg::new(SSH2_AGENTC_SIGN_REQUEST)
             .string(public_blob(i / SIGN_EVERY % KEYS))
             .string(sign_data(i))
@@ -102,7 +102,7 @@ fn read_frame(stream: &mut UnixStream) -> Vec<u8> {
 /// verifies over exactly request `i`'s data (Ed25519 is deterministic, so a reply out of order
 /// fails).
 fn check_reply(i: usize, reply: &[u8], list: &[u8]) {
-    if i % SIGN_EVERY != 0 {
+    if !i.is_multiple_of(SIGN_EVERY) {
         assert!(reply == list, "reply {i} is not the identities answer");
         return;
     }
@@ -150,8 +150,8 @@ fn unread_pipelined_replies_do_not_grow_memory() {
     // Nothing is read for `hold`: memory is sampled and another client is served.
     let mut peak = Memory::of(pid);
     let mut latencies = Vec::new();
-    let held = Instant::now();
-    while held.elapsed() < hold {
+    let unread_since = Instant::now();
+    while unread_since.elapsed() < hold {
         let started = Instant::now();
         assert_eq!(other.identities().len(), KEYS, "a list answered meanwhile");
         latencies.push(started.elapsed());
