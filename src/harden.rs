@@ -1,11 +1,20 @@
-//! Process hardening for the daemon: no core dumps, no same-uid debugger, private files.
+//! Process setup for the daemon: no core dumps, no same-uid debugger, private files, and enough
+//! descriptors for the connections it is meant to hold.
 //!
 //! A core dump or a `ptrace` attach would hand every loaded private key to whoever reads it.
 //! On Linux `PR_SET_DUMPABLE = 0` also makes `/proc/PID/mem` and friends root-owned, so other
 //! processes of the same user cannot read the daemon's memory.
 
-use nix::sys::resource::{Resource, setrlimit};
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::stat::{Mode, umask};
+
+/// The soft descriptor limit the daemon raises itself to (or to the hard limit, if lower).
+///
+/// systemd and most shells start processes with a soft limit of 1,024, too few for an agent that
+/// holds a thousand idle connections. The hard limit is often much higher (2^19 or 2^20); it is not
+/// taken whole because children (the askpass program) inherit the soft limit, and some programs
+/// size tables by it or close every descriptor up to it.
+pub const OPEN_FILES_TARGET: u64 = 65_536;
 
 /// Applies every protection this OS offers; returns the ones that could not be applied, so the
 /// caller can log them (none of them is worth refusing to start over).
@@ -21,4 +30,30 @@ pub fn harden_process() -> Vec<String> {
         failed.push(format!("PR_SET_DUMPABLE=0: {e}"));
     }
     failed
+}
+
+/// Raises the soft descriptor limit to [`OPEN_FILES_TARGET`] (at most the hard limit; never
+/// lowers it). Returns the soft limit now in force.
+pub fn raise_open_files() -> nix::Result<u64> {
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    let wanted = OPEN_FILES_TARGET.min(hard);
+    if soft >= wanted {
+        return Ok(soft);
+    }
+    setrlimit(Resource::RLIMIT_NOFILE, wanted, hard)?;
+    Ok(wanted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raising_is_idempotent_and_never_lowers() {
+        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        let raised = raise_open_files().unwrap();
+        assert!(raised >= soft && raised <= hard);
+        assert!(raised >= OPEN_FILES_TARGET.min(hard));
+        assert_eq!(raise_open_files().unwrap(), raised);
+    }
 }

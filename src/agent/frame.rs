@@ -2,14 +2,22 @@
 //!
 //! Each message is decoded from exactly its own frame, so a pipelined request can never leak into
 //! the one before it (a flaw of ssh-agent-lib 0.6's codec, which this replaces).
+//!
+//! A body is read into memory that grows with the bytes that arrive, never sized by the header
+//! alone: a thousand connections that each announce 256 KiB and send nothing hold a few KiB each.
 
 use std::io;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use zeroize::Zeroizing;
 
 /// The largest frame accepted, as in OpenSSH's agent (`AGENT_MAX_LEN`).
 pub const MAX_FRAME: usize = 256 * 1024;
+
+/// The body buffer starts at this size (or the announced length, if smaller) and doubles as bytes
+/// arrive.
+const FIRST_READ: usize = 4 * 1024;
 
 /// Why a connection's framing broke; each of these ends that connection only.
 #[derive(Debug, thiserror::Error)]
@@ -44,9 +52,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         if len > MAX_FRAME {
             return Ok(Err(FrameError::TooLarge(len)));
         }
-        let mut body = vec![0; len];
-        reader.read_exact(&mut body).await?;
-        Ok::<_, io::Error>(Ok(body))
+        Ok::<_, io::Error>(Ok(read_body(reader, len).await?))
     };
     match tokio::time::timeout(body_deadline, body).await {
         Ok(Ok(Ok(body))) => Ok(Some(body)),
@@ -54,6 +60,28 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         Ok(Err(e)) => Err(FrameError::Io(e)),
         Err(_) => Err(FrameError::Timeout(body_deadline)),
     }
+}
+
+/// Reads a body of `len` bytes into a buffer that grows as they arrive. A grown-out-of buffer is
+/// wiped before it is freed: frames can carry private keys.
+async fn read_body<R: AsyncRead + Unpin>(reader: &mut R, len: usize) -> io::Result<Vec<u8>> {
+    let mut body = Zeroizing::new(Vec::with_capacity(len.min(FIRST_READ)));
+    while body.len() < len {
+        if body.len() == body.capacity() {
+            let mut bigger = Zeroizing::new(Vec::with_capacity(len.min(2 * body.capacity())));
+            bigger.extend_from_slice(&body);
+            body = bigger;
+        }
+        let start = body.len();
+        let end = body.capacity().min(len);
+        body.resize(end, 0);
+        let n = reader.read(&mut body[start..]).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        body.truncate(start + n);
+    }
+    Ok(std::mem::take(&mut *body))
 }
 
 /// Writes one frame.
@@ -92,6 +120,20 @@ mod tests {
             read_frame(&mut short, T).await,
             Err(FrameError::Io(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_body_larger_than_the_first_read_arrives_whole_in_small_pieces() {
+        let payload: Vec<u8> = (0..MAX_FRAME)
+            .map(|i| u8::try_from(i % 251).unwrap())
+            .collect();
+        let (mut client, mut server) = tokio::io::duplex(1000);
+        let mut framed = u32::try_from(MAX_FRAME).unwrap().to_be_bytes().to_vec();
+        framed.extend_from_slice(&payload);
+        let writer = tokio::spawn(async move { client.write_all(&framed).await });
+        let read = read_frame(&mut server, T).await.unwrap();
+        assert_eq!(read.as_deref(), Some(&payload[..]));
+        writer.await.unwrap().unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -136,6 +136,10 @@ fn serve(args: &Args, socket_path: &std::path::Path) -> anyhow::Result<()> {
     for failure in harden::harden_process() {
         tracing::warn!("process hardening not applied: {failure}");
     }
+    match harden::raise_open_files() {
+        Ok(soft) => tracing::debug!(soft, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,45 +1,36 @@
 //! Load, kept short for CI: many idle connections plus concurrent signers (every signature made,
-//! lists still answered), and a daemon held to 64 file descriptors by `prlimit` under 100
-//! clients (it stays up, and serves again once they leave). The figures (list latency, CPU used
-//! while saturated) are printed, never asserted against an upper bound.
+//! lists still answered), and a daemon held to 64 file descriptors by `prlimit` under more clients
+//! than that (it stays up without spinning, and serves again once they leave). The figures (list
+//! latency, CPU used while saturated, time to recover) are printed; only generous bounds that
+//! express a requirement (no spinning, recovery within seconds) are asserted.
 //!
-//! `KEYWARD_LOAD_CONNECTIONS` sets the idle connections (200 by default; `scripts/soak` uses
-//! 1,000).
+//! Sizes (CI default, `scripts/soak`): `KEYWARD_LOAD_CONNECTIONS` idle connections (200, 1,000),
+//! `KEYWARD_LOAD_SIGNERS` concurrent signers (16, 64), `KEYWARD_FD_CLIENTS` clients against
+//! `--nofile=64` (100, 200).
 
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::sys::resource::{Resource, getrlimit, setrlimit};
-
+use crate::procstat::{cpu_ticks, env_size, open_fds, p99_and_max, raise_nofile, ticks_per_second};
 use crate::util::{Agent, HANG_GUARD, KeyType, keygen, pid_alive, poll_until, require_tool, run};
 use crate::wire::{Client, SSH2_AGENT_SIGN_RESPONSE};
 
-const SIGNERS: usize = 16;
 const SIGNATURES_EACH: usize = 25;
 
-fn connections() -> usize {
-    std::env::var("KEYWARD_LOAD_CONNECTIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200)
-}
+/// CPU the daemon may use per wall-clock second while its descriptors are exhausted: a daemon
+/// spinning on `accept` would use a whole core (1.0); an idle one uses almost nothing.
+const SATURATED_CPU_BOUND: f64 = 0.5;
 
-/// Raises this process's soft descriptor limit to its hard limit (the daemon inherits it).
-fn raise_nofile(needed: u64) {
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
-    if soft < hard {
-        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("setrlimit");
-    }
-    assert!(
-        hard >= needed,
-        "RLIMIT_NOFILE hard limit {hard} is below the {needed} descriptors this test needs"
-    );
-}
+/// How soon the daemon must answer again once the clients that exhausted its descriptors leave.
+/// The issue asks for a second; this guard is generous for a loaded machine, the real figure is
+/// printed.
+const RECOVERY_BOUND: Duration = Duration::from_secs(5);
 
 #[test]
 fn idle_connections_and_concurrent_signers() {
-    let idle_count = connections();
+    let idle_count = env_size("KEYWARD_LOAD_CONNECTIONS", 200);
+    let signer_count = env_size("KEYWARD_LOAD_SIGNERS", 16);
     raise_nofile(2 * idle_count as u64 + 256);
     let agent = Agent::start();
     let key = keygen(agent.dir(), "id", KeyType::Ed25519, "");
@@ -54,8 +45,8 @@ fn idle_connections_and_concurrent_signers() {
         assert_eq!(client.identities().len(), 1);
     }
 
-    let barrier = Arc::new(Barrier::new(SIGNERS + 1));
-    let signers: Vec<_> = (0..SIGNERS)
+    let barrier = Arc::new(Barrier::new(signer_count + 1));
+    let signers: Vec<_> = (0..signer_count)
         .map(|i| {
             let (socket, blob, barrier) = (
                 agent.socket().to_owned(),
@@ -88,38 +79,25 @@ fn idle_connections_and_concurrent_signers() {
         .sum();
     assert_eq!(
         signed,
-        SIGNERS * SIGNATURES_EACH,
+        signer_count * SIGNATURES_EACH,
         "every signature under load succeeds"
     );
     // The idle connections are all still open and served.
     for client in idle.iter_mut().rev().step_by(50) {
         assert_eq!(client.identities().len(), 1);
     }
-    latencies.sort();
-    let p99 = latencies
-        .get(latencies.len() * 99 / 100)
-        .copied()
-        .unwrap_or_default();
+    let lists = latencies.len();
+    let (p99, max) = p99_and_max(&mut latencies);
     eprintln!(
-        "load: {idle_count} idle connections held, {signed} signatures by {SIGNERS} signers, \
-         {} lists, list p99 {p99:?}",
-        latencies.len()
+        "load: {idle_count} idle connections held, {signed} signatures by {signer_count} \
+         signers, {lists} lists, list max {max:?}, list p99 {p99:?}"
     );
-}
-
-/// utime + stime of `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
 }
 
 #[test]
 fn descriptor_exhaustion_does_not_stop_the_daemon() {
-    const CLIENTS: usize = 100;
-    raise_nofile(CLIENTS as u64 + 256);
+    let client_count = env_size("KEYWARD_FD_CLIENTS", 100);
+    raise_nofile(client_count as u64 + 256);
     let prlimit = require_tool("prlimit");
     let agent = Agent::start();
     let key = keygen(agent.dir(), "id", KeyType::Ed25519, "");
@@ -138,11 +116,11 @@ fn descriptor_exhaustion_does_not_stop_the_daemon() {
     );
 
     // More clients than the daemon has descriptors: the kernel queues the rest in the backlog.
-    let clients: Vec<Client> = (0..CLIENTS)
+    let clients: Vec<Client> = (0..client_count)
         .map(|_| Client::connect(agent.socket()))
         .collect();
     // The daemon fills its descriptor table (the lower bound is a saturation check, not timing).
-    let fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count);
+    let fds = || open_fds(pid);
     assert!(
         poll_until(HANG_GUARD, || fds() >= 60),
         "the daemon never filled its 64 descriptors ({} open)",
@@ -152,33 +130,49 @@ fn descriptor_exhaustion_does_not_stop_the_daemon() {
     let before = cpu_ticks(pid);
     thread::sleep(wall);
     let used = cpu_ticks(pid) - before;
-    let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .expect("sysconf")
-        .expect("CLK_TCK set");
-    let tick = u64::try_from(tick).expect("positive tick");
+    let tick = ticks_per_second();
     #[allow(clippy::cast_precision_loss)]
     let cpu_per_wall = used as f64 / tick as f64 / wall.as_secs_f64();
-    eprintln!(
-        "fd exhaustion: {CLIENTS} clients against --nofile=64, {} descriptors open, daemon \
-         used {used} ticks ({cpu_per_wall:.3} CPU-seconds per wall second) while saturated",
-        fds()
-    );
+    let open = fds();
     assert!(
         pid_alive(pid),
         "the daemon died with its descriptors exhausted"
     );
 
     drop(clients);
+    let left = Instant::now();
     let mut last = None;
     let recovered = poll_until(HANG_GUARD, || {
-        let out = agent.ssh_add(&["-l"]);
-        let ok = out.status.success() && out.stdout.lines().count() == 1;
-        last = Some(out);
+        let mut client = Client::connect(agent.socket());
+        let ids = client.identities();
+        let ok = ids.len() == 1;
+        last = Some(ids);
         ok
     });
+    let recovery = left.elapsed();
+    eprintln!(
+        "fd exhaustion: {client_count} clients against --nofile=64, {open} descriptors open, \
+         daemon used {used} ticks ({cpu_per_wall:.3} CPU-seconds per wall second) while \
+         saturated, answered again {recovery:?} after the clients left"
+    );
     assert!(
         recovered,
-        "no working ssh-add -l after the clients left: {last:#?}; log:\n{}",
+        "no working list after the clients left: {last:?}; log:\n{}",
         agent.log()
+    );
+    assert!(
+        cpu_per_wall < SATURATED_CPU_BOUND,
+        "the daemon spun with its descriptors exhausted: {cpu_per_wall:.3} CPU-seconds per \
+         second"
+    );
+    assert!(
+        recovery < RECOVERY_BOUND,
+        "the daemon took {recovery:?} to answer again after the clients left"
+    );
+    // ssh-add agrees.
+    let out = agent.ssh_add(&["-l"]);
+    assert!(
+        out.status.success() && out.stdout.lines().count() == 1,
+        "ssh-add -l after recovery: {out:#?}"
     );
 }

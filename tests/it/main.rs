@@ -4,6 +4,7 @@
 //! A missing tool is a failure, never a skip: `scripts/test` installs everything needed.
 
 mod env;
+mod procstat;
 mod sshd;
 mod util;
 mod wire;
@@ -32,6 +33,8 @@ mod cli_keys_seed;
 mod cli_start;
 mod hardening_attacks;
 mod hardening_load;
+mod hardening_load_drip;
+mod hardening_load_pipeline;
 mod hardening_memory;
 mod policy_destination;
 mod policy_forwarding;
