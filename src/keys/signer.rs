@@ -242,7 +242,9 @@ impl RsaSigner {
         let [p, q] = key.primes() else {
             return Err(KeyError::RsaRejected("not a two-prime RSA key".into()));
         };
-        // iqmp = q⁻¹ mod p, which the `rsa` key has precomputed.
+        // iqmp = q⁻¹ mod p, which the `rsa` key has precomputed (as a `BigInt`, a type `rsa` does
+        // not re-export, hence the closure).
+        #[allow(clippy::redundant_closure_for_method_calls)]
         let iqmp = key
             .qinv()
             .and_then(|qinv| qinv.to_biguint())

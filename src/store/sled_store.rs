@@ -79,10 +79,17 @@ impl Trees {
 
 struct State {
     master: Option<MasterKey>,
-    /// While the agent is locked: the master key encrypted under the lock key (`None` inside if
-    /// the store was sealed when the agent locked); `master` is `None` meanwhile.
-    hidden: Option<Option<Sealed>>,
+    /// Set while the agent is locked (`master` is `None` meanwhile).
+    hidden: Option<Hidden>,
     passphrase_set: bool,
+}
+
+/// The master key while the agent is locked.
+enum Hidden {
+    /// Encrypted under the lock key.
+    Master(Sealed),
+    /// None: the store was sealed when the agent locked, or was sealed since.
+    Sealed,
 }
 
 impl State {
@@ -375,7 +382,7 @@ impl VaultTrait for SledStore {
         st.master = None;
         // Sealed while locked: it stays sealed after the unlock.
         if st.hidden.is_some() {
-            st.hidden = Some(None);
+            st.hidden = Some(Hidden::Sealed);
         }
     }
 
@@ -400,7 +407,10 @@ impl VaultTrait for SledStore {
         if st.hidden.is_some() {
             return;
         }
-        let hidden = st.master.take().map(|m| m.hide(lock_key));
+        let hidden = match st.master.take() {
+            Some(master) => Hidden::Master(master.hide(lock_key)),
+            None => Hidden::Sealed,
+        };
         st.hidden = Some(hidden);
     }
 
@@ -408,8 +418,8 @@ impl VaultTrait for SledStore {
         let mut st = self.state_mut();
         let master = match &st.hidden {
             None => return true,
-            Some(None) => None,
-            Some(Some(sealed)) => match MasterKey::reveal(lock_key, sealed) {
+            Some(Hidden::Sealed) => None,
+            Some(Hidden::Master(sealed)) => match MasterKey::reveal(lock_key, sealed) {
                 Some(master) => Some(master),
                 None => return false,
             },

@@ -157,13 +157,14 @@ fn lock_and_unlock_are_quick() {
         let started = Instant::now();
         assert_eq!(client.lock(LOCK_PASSWORD), SSH_AGENT_SUCCESS);
         let locked = started.elapsed();
+        let unlocking = Instant::now();
         assert_eq!(client.unlock(LOCK_PASSWORD), SSH_AGENT_SUCCESS);
-        let both = started.elapsed();
+        let unlocked = unlocking.elapsed();
         eprintln!(
-            "lock {locked:?}, unlock {:?}, together {both:?}",
-            both - locked
+            "lock {locked:?}, unlock {unlocked:?}, together {:?}",
+            locked + unlocked
         );
-        total = total.min(both);
+        total = total.min(locked + unlocked);
     }
     assert_eq!(client.identities().len(), 3);
     assert!(
