@@ -1,5 +1,10 @@
 //! The keys the agent serves, shared by all connections: add, remove, find, lock, expire.
 //!
+//! Locking seals every private key in memory under a key derived from the lock password (see
+//! [`crate::agent::lock`]) and hides the store's master key under it too; the entries themselves
+//! (public key, comment, constraints, policy and usage) stay, so lifetimes keep running and an
+//! unlock restores exactly what was there.
+//!
 //! The encoded identities answer is cached and rebuilt only when the set of keys changes, so
 //! listing 1,000 keys costs one copy of a shared buffer. Times are boot-clock instants passed in
 //! by the caller (see [`crate::clock`]).
@@ -7,14 +12,14 @@
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use sha2::{Digest, Sha512};
-use subtle::ConstantTimeEq;
 use tokio::sync::{Mutex, Notify};
 use zeroize::Zeroizing;
 
+use crate::agent::lock::{LOCK_KDF, Lock, LockKey};
+pub use crate::agent::slot::{SignerLoader, SignerSlot};
 use crate::agent::wire;
 use crate::clock::BootInstant;
-use crate::keys::Signer;
+use crate::store::{KdfParams, Vault};
 
 /// How a key may be used, from `ssh-add` constraints.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,56 +58,6 @@ pub struct KeyPolicy {
     pub policy: crate::policy::Policy,
     /// Its use since it was loaded.
     pub usage: std::sync::Mutex<crate::policy::Usage>,
-}
-
-/// Loads a stored key's private half when it is first needed.
-pub type SignerLoader = Box<dyn Fn() -> Result<Signer, String> + Send + Sync>;
-
-/// A signer that is ready (keys added with `ssh-add`) or is loaded from the store on the first
-/// signature, so that serving 10,000 stored keys costs no private-key parsing at start-up.
-pub struct SignerSlot {
-    ready: std::sync::OnceLock<Signer>,
-    loader: Option<SignerLoader>,
-}
-
-impl std::fmt::Debug for SignerSlot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.ready.get().is_some() {
-            "SignerSlot(ready)"
-        } else {
-            "SignerSlot(lazy)"
-        })
-    }
-}
-
-impl From<Signer> for SignerSlot {
-    fn from(signer: Signer) -> Self {
-        Self {
-            ready: std::sync::OnceLock::from(signer),
-            loader: None,
-        }
-    }
-}
-
-impl SignerSlot {
-    /// A slot filled by `loader` on first use.
-    pub fn lazy(loader: SignerLoader) -> Self {
-        Self {
-            ready: std::sync::OnceLock::new(),
-            loader: Some(loader),
-        }
-    }
-
-    /// The signer, loading it if needed.
-    pub fn get(&self) -> Result<&Signer, String> {
-        if let Some(signer) = self.ready.get() {
-            return Ok(signer);
-        }
-        let loader = self.loader.as_ref().ok_or("no private key")?;
-        let signer = loader()?;
-        // Two threads may race to load; either result is the same key.
-        Ok(self.ready.get_or_init(|| signer))
-    }
 }
 
 impl Entry {
@@ -161,38 +116,10 @@ pub enum KeyringError {
     Locked,
 }
 
-struct LockSecret {
-    salt: [u8; 16],
-    hash: Zeroizing<[u8; 64]>,
-}
-
-impl LockSecret {
-    fn new(password: &[u8]) -> Self {
-        let mut salt = [0u8; 16];
-        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut salt);
-        let hash = Self::digest(&salt, password);
-        Self { salt, hash }
-    }
-
-    fn digest(salt: &[u8; 16], password: &[u8]) -> Zeroizing<[u8; 64]> {
-        let mut hasher = Sha512::new();
-        hasher.update(salt);
-        hasher.update(password);
-        Zeroizing::new(hasher.finalize().into())
-    }
-
-    fn matches(&self, password: &[u8]) -> bool {
-        Self::digest(&self.salt, password)
-            .as_slice()
-            .ct_eq(self.hash.as_slice())
-            .into()
-    }
-}
-
 #[derive(Default)]
 struct State {
     entries: Vec<Arc<Entry>>,
-    lock: Option<LockSecret>,
+    lock: Option<Lock>,
     answer: Option<Arc<[u8]>>,
 }
 
@@ -215,6 +142,10 @@ pub struct Keyring {
     /// is slowed for all clients together, as in OpenSSH's single-threaded agent.
     unlock_gate: Mutex<u32>,
     changed: Notify,
+    /// Argon2id cost of the lock key.
+    kdf: KdfParams,
+    /// The store whose master key is hidden while the agent is locked (the daemon's).
+    vault: Option<Arc<dyn Vault + Send + Sync>>,
 }
 
 impl Default for Keyring {
@@ -236,7 +167,23 @@ impl Keyring {
             state: RwLock::new(State::default()),
             unlock_gate: Mutex::new(0),
             changed: Notify::new(),
+            kdf: LOCK_KDF,
+            vault: None,
         }
+    }
+
+    /// Hides `vault`'s master key while the agent is locked.
+    #[must_use]
+    pub fn with_vault(mut self, vault: Option<Arc<dyn Vault + Send + Sync>>) -> Self {
+        self.vault = vault;
+        self
+    }
+
+    /// Derives lock keys at cost `kdf` instead of [`LOCK_KDF`] (tests use the cheapest).
+    #[must_use]
+    pub fn with_lock_kdf(mut self, kdf: KdfParams) -> Self {
+        self.kdf = kdf;
+        self
     }
 
     fn read(&self) -> RwLockReadGuard<'_, State> {
@@ -382,6 +329,19 @@ impl Keyring {
         Ok(removed)
     }
 
+    /// Removes the key with this blob even while the agent is locked (with its sealed private
+    /// half): the store deleted or sealed it. Whether it was there.
+    pub fn unload(&self, blob: &[u8]) -> bool {
+        let mut state = self.write();
+        let before = state.entries.len();
+        state.entries.retain(|e| e.blob != blob);
+        let removed = state.entries.len() != before;
+        if removed {
+            state.changed();
+        }
+        removed
+    }
+
     /// Removes every key; how many there were.
     pub fn remove_all(&self) -> Result<usize, KeyringError> {
         let mut state = self.write();
@@ -404,33 +364,73 @@ impl Keyring {
         self.len() == 0
     }
 
-    /// Locks the agent with `password`; false if it was locked already.
-    pub fn lock(&self, password: &[u8]) -> bool {
+    /// Locks the agent with `password`; false if it was locked already (or the lock key could
+    /// not be derived). Every private key is sealed under the lock key and its prepared signer
+    /// dropped; stored keys go back to not yet decrypted, with the store's master key hidden.
+    pub async fn lock(&self, password: &[u8]) -> bool {
+        if self.is_locked() {
+            return false;
+        }
+        let password = Zeroizing::new(password.to_vec());
+        let kdf = self.kdf;
+        // Argon2id takes tens of milliseconds: off the I/O threads.
+        let made = tokio::task::spawn_blocking(move || Lock::new(&password, kdf)).await;
+        let (lock, key) = match made {
+            Ok(Ok(made)) => made,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot derive the lock key: agent not locked");
+                return false;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "lock key task failed: agent not locked");
+                return false;
+            }
+        };
         let mut state = self.write();
         if state.lock.is_some() {
             return false;
         }
-        state.lock = Some(LockSecret::new(password));
+        // The master key first, so no stored key can be decrypted again meanwhile.
+        if let Some(vault) = &self.vault {
+            vault.hide_master(key.expose());
+        }
+        let before = state.entries.len();
+        state.entries.retain(|e| match e.signer.seal(&key, &e.blob) {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::error!(fingerprint = %e.fingerprint, error = %why, "cannot seal a key: removed it");
+                false
+            }
+        });
+        if state.entries.len() != before {
+            state.changed();
+        }
+        state.lock = Some(lock);
         true
     }
 
-    /// Unlocks the agent if `password` is the one it was locked with.
+    /// Unlocks the agent if `password` is the one it was locked with: the lock key it derives
+    /// must open the lock. Keys whose lifetime ended while locked (at `now`) are gone; the others
+    /// are decrypted and prepared again, and the store's master key restored.
     ///
     /// A wrong password waits [`unlock_delay`] while holding the gate every connection's unlock
     /// goes through, so parallel guessing is no faster than serial guessing.
-    pub async fn unlock(&self, password: &[u8]) -> bool {
+    pub async fn unlock(&self, password: &[u8], now: BootInstant) -> bool {
         let mut failures = self.unlock_gate.lock().await;
-        let ok = {
-            let mut state = self.write();
-            match &state.lock {
-                Some(secret) if secret.matches(password) => {
-                    state.lock = None;
-                    true
-                }
-                Some(_) => false,
-                // Not locked: nothing to unlock, and nothing to guess.
-                None => return false,
-            }
+        // Not locked: nothing to unlock, and nothing to guess.
+        let Some(lock) = self.read().lock.as_ref().map(Lock::copy) else {
+            return false;
+        };
+        let password = Zeroizing::new(password.to_vec());
+        let opened = tokio::task::spawn_blocking(move || lock.open(&password).map(|k| (lock, k)))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "unlock task failed");
+                None
+            });
+        let ok = match opened {
+            Some((lock, key)) => self.open_with(&lock, &key, now),
+            None => false,
         };
         if ok {
             *failures = 0;
@@ -439,6 +439,32 @@ impl Keyring {
             tokio::time::sleep(unlock_delay(*failures)).await;
         }
         ok
+    }
+
+    /// Unlocks with the right key (of `lock`); false if the agent is no longer under that lock.
+    fn open_with(&self, lock: &Lock, key: &LockKey, now: BootInstant) -> bool {
+        let mut state = self.write();
+        if !state.lock.as_ref().is_some_and(|l| l.same(lock)) {
+            return false;
+        }
+        if let Some(vault) = &self.vault
+            && !vault.reveal_master(key.expose())
+        {
+            tracing::error!("the store's master key does not open under the lock key");
+        }
+        purge(&mut state, now);
+        state.entries.retain(|e| match e.signer.unseal(key, &e.blob) {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::error!(fingerprint = %e.fingerprint, error = %why, "cannot unseal a key: removed it");
+                false
+            }
+        });
+        state.lock = None;
+        state.changed();
+        drop(state);
+        self.changed.notify_one();
+        true
     }
 
     /// Drops expired keys; returns when the next key expires, if any.
@@ -469,128 +495,5 @@ fn purge(state: &mut State, now: BootInstant) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use ssh_key::PrivateKey;
-
-    fn entry(expires: Option<u64>) -> Entry {
-        let key = PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519).unwrap();
-        Entry::new(
-            key.public_key().key_data(),
-            "c".into(),
-            Signer::from_keypair(key.key_data()).unwrap(),
-            Constraints {
-                expires: expires.map(Duration::from_secs),
-                confirm: false,
-            },
-        )
-        .unwrap()
-    }
-
-    const T0: Duration = Duration::from_secs(100);
-
-    #[test]
-    fn add_find_remove_and_cached_answer() {
-        let ring = Keyring::new();
-        let e = entry(None);
-        let blob = e.blob.clone();
-        ring.add(e).unwrap();
-        let a = ring.identities_answer(T0);
-        assert!(
-            Arc::ptr_eq(&a, &ring.identities_answer(T0)),
-            "answer is cached"
-        );
-        assert!(ring.find(&blob, T0).is_some());
-        assert!(ring.remove(&blob).unwrap());
-        assert!(ring.find(&blob, T0).is_none());
-        assert_eq!(&ring.identities_answer(T0)[..], &[12, 0, 0, 0, 0]);
-    }
-
-    #[test]
-    fn expired_keys_vanish_from_list_and_lookup() {
-        let ring = Keyring::new();
-        let e = entry(Some(102));
-        let blob = e.blob.clone();
-        ring.add(e).unwrap();
-        ring.add(entry(None)).unwrap();
-        assert!(ring.find(&blob, Duration::from_secs(101)).is_some());
-        assert_eq!(ring.identities_answer(Duration::from_secs(101))[4], 2);
-        assert!(ring.find(&blob, Duration::from_secs(102)).is_none());
-        assert_eq!(ring.identities_answer(Duration::from_secs(102))[4], 1);
-        assert_eq!(ring.purge_expired(Duration::from_secs(103)), None);
-        assert_eq!(ring.len(), 1);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn lock_hides_keys_and_wrong_passwords_are_slowed() {
-        let ring = Keyring::new();
-        let e = entry(None);
-        let blob = e.blob.clone();
-        ring.add(e).unwrap();
-        assert!(ring.lock(b"pw"));
-        assert!(!ring.lock(b"pw"), "a locked agent cannot be locked again");
-        assert!(ring.find(&blob, T0).is_none());
-        assert_eq!(&ring.identities_answer(T0)[..], &[12, 0, 0, 0, 0]);
-        assert_eq!(ring.add(entry(None)), Err(KeyringError::Locked));
-        let start = tokio::time::Instant::now();
-        assert!(!ring.unlock(b"wrong").await);
-        assert!(!ring.unlock(b"wrong").await);
-        assert_eq!(start.elapsed(), Duration::from_millis(300));
-        assert!(ring.unlock(b"pw").await);
-        assert!(ring.find(&blob, T0).is_some());
-        assert!(
-            !ring.unlock(b"pw").await,
-            "unlocking an unlocked agent fails"
-        );
-    }
-
-    #[test]
-    fn add_all_replaces_duplicates_and_lazy_signers_load_once() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        let ring = Keyring::new();
-        let first = entry(None);
-        let blob = first.blob.clone();
-        ring.add(first).unwrap();
-        let key = PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519).unwrap();
-        let loads = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&loads);
-        let data = key.key_data().clone();
-        let lazy = Entry::new(
-            key.public_key().key_data(),
-            "lazy".into(),
-            SignerSlot::lazy(Box::new(move || {
-                counter.fetch_add(1, Ordering::SeqCst);
-                Signer::from_keypair(&data).map_err(|e| e.to_string())
-            })),
-            Constraints::default(),
-        )
-        .unwrap();
-        let lazy_blob = lazy.blob.clone();
-        let mut again = entry(None);
-        again.blob.clone_from(&blob);
-        ring.add_all(vec![lazy, again]).unwrap();
-        assert_eq!(ring.len(), 2);
-        assert_eq!(
-            loads.load(Ordering::SeqCst),
-            0,
-            "listing loads no private key"
-        );
-        let found = ring.find(&lazy_blob, T0).unwrap();
-        found.signer.get().unwrap().sign(b"x", 0).unwrap();
-        found.signer.get().unwrap().sign(b"y", 0).unwrap();
-        assert_eq!(loads.load(Ordering::SeqCst), 1);
-    }
-
-    #[test]
-    fn re_adding_a_key_replaces_its_constraints() {
-        let ring = Keyring::new();
-        let e = entry(Some(200));
-        let blob = e.blob.clone();
-        ring.add(e).unwrap();
-        let mut again = entry(None);
-        again.blob.clone_from(&blob);
-        ring.add(again).unwrap();
-        assert_eq!(ring.len(), 1);
-        assert!(ring.find(&blob, Duration::from_secs(500)).is_some());
-    }
-}
+#[path = "keyring_tests.rs"]
+mod tests;

@@ -1,5 +1,6 @@
 //! The ssh-agent protocol side: framing ([`frame`]), reply encoding ([`wire`]), the shared key
-//! ring ([`keyring`]) and one [`session`] per connection that maps requests onto it.
+//! ring ([`keyring`]) with each key's private half in a [`slot`] (sealed under the [`lock`] key
+//! while the agent is locked), and one [`session`] per connection that maps requests onto it.
 //!
 //! Protocol code decides nothing about keys on its own: it decodes, asks the key ring, encodes.
 
@@ -7,7 +8,9 @@ pub mod bind;
 pub mod confirm;
 pub mod frame;
 pub mod keyring;
+pub mod lock;
 pub mod session;
+pub mod slot;
 pub mod wire;
 
 pub use keyring::Keyring;

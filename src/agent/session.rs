@@ -111,9 +111,10 @@ impl Session {
                 return Reply::FAILURE;
             };
             let (action, ok) = if kind == wire::LOCK {
-                ("lock", self.keyring.lock(&password))
+                ("lock", self.keyring.lock(&password).await)
             } else {
-                ("unlock", self.keyring.unlock(&password).await)
+                let now = self.config.clock.boot_now();
+                ("unlock", self.keyring.unlock(&password, now).await)
             };
             tracing::info!(pid = ?self.peer.pid, ok, action);
             self.audit_plain(action, ok).await;

@@ -167,7 +167,11 @@ fn serve(args: &Args, socket_path: &std::path::Path) -> anyhow::Result<()> {
             (None, None) => None,
         };
         let clock: Arc<dyn keyward::clock::Clock> = Arc::new(SystemClock);
-        let keyring = Arc::new(Keyring::new());
+        // Locking the agent hides the store's master key too.
+        let vault = store
+            .as_ref()
+            .map(|s| Arc::clone(s) as Arc<dyn keyward::store::Vault + Send + Sync>);
+        let keyring = Arc::new(Keyring::new().with_vault(vault));
         let service = Arc::new(
             Service::new(store, Some(Arc::clone(&keyring)), Arc::clone(&clock))
                 .with_defaults(args.defaults.clone()),

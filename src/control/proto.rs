@@ -289,6 +289,8 @@ pub enum ErrorKind {
     Sealed,
     /// Wrong passphrase.
     WrongPassphrase,
+    /// The agent is locked (`ssh-add -x`): unlock it with `ssh-add -X`.
+    Locked,
     /// The request is invalid.
     Invalid,
     /// The daemon runs without a store.

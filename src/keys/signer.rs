@@ -34,6 +34,9 @@ pub enum KeyError {
     /// An encoding step failed.
     #[error("cannot encode key or signature")]
     Encoding(#[source] ssh_encoding::Error),
+    /// A private key in wire form does not decode.
+    #[error("malformed private key")]
+    Malformed(#[source] ssh_key::Error),
     /// A signing backend reported an error.
     #[error("signing failed: {0}")]
     Signing(String),
@@ -127,6 +130,36 @@ impl Signer {
 }
 
 impl Signer {
+    /// The private key in SSH wire form (a `KeypairData` encoding), for sealing it while the
+    /// agent is locked; [`from_wire`](Self::from_wire) reads it back. The buffer is sized
+    /// before writing (no reallocation leaves copies behind) and zeroized on drop, as is every
+    /// intermediate.
+    pub fn to_wire(&self) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        // Each temporary `KeypairData` zeroizes its private half when dropped.
+        let keypair = match &self.kind {
+            Kind::Rsa(rsa) => KeypairData::Rsa(rsa.keypair()?),
+            Kind::Ed25519(ed) => KeypairData::Ed25519(ed.as_ref().clone()),
+            Kind::Ecdsa(ec) => KeypairData::Ecdsa(ec.as_ref().clone()),
+        };
+        let len = ssh_encoding::Encode::encoded_len(&keypair).map_err(KeyError::Encoding)?;
+        let mut out = Zeroizing::new(Vec::with_capacity(len));
+        keypair.encode(&mut *out).map_err(KeyError::Encoding)?;
+        Ok(out)
+    }
+
+    /// Prepares the key [`to_wire`](Self::to_wire) wrote.
+    pub fn from_wire(mut bytes: &[u8]) -> Result<Self, KeyError> {
+        let keypair = <KeypairData as ssh_encoding::Decode>::decode(&mut bytes)
+            .map_err(KeyError::Malformed)?;
+        if !bytes.is_empty() {
+            let trailing = ssh_encoding::Error::TrailingData {
+                remaining: bytes.len(),
+            };
+            return Err(KeyError::Malformed(trailing.into()));
+        }
+        Self::from_keypair(&keypair)
+    }
+
     /// A raw PKCS#1 v1.5 SHA-256 signature (no SSH framing), for X.509 certificates; RSA only.
     pub fn rsa_pkcs1_sha256(&self, data: &[u8]) -> Result<Vec<u8>, KeyError> {
         match &self.kind {
@@ -194,6 +227,41 @@ impl RsaSigner {
             KeyError::RsaRejected(format!("{e} (keyward needs RSA keys of 2048 to 8192 bits)"))
         })?;
         Ok(Self { fast, legacy })
+    }
+
+    /// The key as ssh-key's type, built from the `rsa` key's parts. Every big-endian copy made
+    /// on the way is zeroized; the result zeroizes its private half on drop.
+    fn keypair(&self) -> Result<RsaKeypair, KeyError> {
+        use rsa::traits::{PrivateKeyParts, PublicKeyParts};
+        let mpint = |n: &rsa::BigUint| {
+            let bytes = Zeroizing::new(n.to_bytes_be());
+            ssh_key::Mpint::from_positive_bytes(&bytes)
+                .map_err(|e| KeyError::RsaRejected(e.to_string()))
+        };
+        let key = &self.legacy;
+        let [p, q] = key.primes() else {
+            return Err(KeyError::RsaRejected("not a two-prime RSA key".into()));
+        };
+        // iqmp = q⁻¹ mod p, which the `rsa` key has precomputed (as a `BigInt`, a type `rsa` does
+        // not re-export, hence the closure).
+        #[allow(clippy::redundant_closure_for_method_calls)]
+        let iqmp = key
+            .qinv()
+            .and_then(|qinv| qinv.to_biguint())
+            .map(Zeroizing::new)
+            .ok_or_else(|| KeyError::RsaRejected("RSA key without CRT values".into()))?;
+        Ok(RsaKeypair {
+            public: ssh_key::public::RsaPublicKey {
+                e: mpint(key.e())?,
+                n: mpint(key.n())?,
+            },
+            private: ssh_key::private::RsaPrivateKey {
+                d: mpint(key.d())?,
+                iqmp: mpint(&iqmp)?,
+                p: mpint(p)?,
+                q: mpint(q)?,
+            },
+        })
     }
 
     fn sign(&self, algorithm: &str, data: &[u8]) -> Result<Vec<u8>, KeyError> {
@@ -304,6 +372,42 @@ mod tests {
         let ed = PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519).unwrap();
         let ed = Signer::from_keypair(ed.key_data()).unwrap();
         assert!(ed.rsa_pkcs1_sha256(b"x").is_err());
+    }
+
+    #[test]
+    fn every_key_type_survives_the_wire_form() {
+        let rsa = rsa_key();
+        for key in [
+            rsa,
+            PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519).unwrap(),
+            PrivateKey::random(
+                &mut rand_core::OsRng,
+                ssh_key::Algorithm::Ecdsa {
+                    curve: ssh_key::EcdsaCurve::NistP256,
+                },
+            )
+            .unwrap(),
+        ] {
+            let signer = Signer::from_keypair(key.key_data()).unwrap();
+            let wire = signer.to_wire().unwrap();
+            assert_eq!(
+                wire.len(),
+                wire.capacity(),
+                "no spare copy from a reallocation"
+            );
+            let mut expected = Vec::new();
+            key.key_data().encode(&mut expected).unwrap();
+            assert_eq!(
+                wire.as_slice(),
+                expected.as_slice(),
+                "{:?}",
+                key.algorithm()
+            );
+            let again = Signer::from_wire(&wire).unwrap();
+            let blob = again.sign(b"data", RSA_SHA2_256).unwrap();
+            verify(key.public_key().key_data(), b"data", &blob);
+        }
+        assert!(Signer::from_wire(b"garbage").is_err());
     }
 
     #[test]

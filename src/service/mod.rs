@@ -39,6 +39,9 @@ pub enum ServiceError {
         #[source]
         source: ssh_key::Error,
     },
+    /// The agent is locked, and the request needs what locking sealed.
+    #[error("the agent is locked: unlock it with `ssh-add -X` first")]
+    AgentLocked,
     /// The daemon was started without a store.
     #[error("this agent runs without a store (it was started with --no-store)")]
     NoStore,
@@ -101,6 +104,7 @@ impl ServiceError {
             ) => ErrorKind::Exists,
             Self::Store(StoreError::Sealed { .. }) => ErrorKind::Sealed,
             Self::Store(StoreError::WrongPassphrase { .. }) => ErrorKind::WrongPassphrase,
+            Self::Store(StoreError::Locked) | Self::AgentLocked => ErrorKind::Locked,
             Self::Store(StoreError::InvalidName { .. })
             | Self::Key(_)
             | Self::BadPrivateKey { .. }
@@ -272,7 +276,8 @@ impl Service {
                 let store = self.store()?;
                 if let Some(ring) = &self.keyring {
                     for info in store.list_keys()? {
-                        let _ = ring.remove(&keys::public_blob(info.public.key_data())?);
+                        // Locked or not: the store's keys are no longer served.
+                        ring.unload(&keys::public_blob(info.public.key_data())?);
                     }
                 }
                 store.seal();
@@ -352,7 +357,7 @@ impl Service {
                 let view = self.view(&info)?;
                 store.delete_key(info.id)?;
                 if let Some(ring) = &self.keyring {
-                    let _ = ring.remove(&keys::public_blob(info.public.key_data())?);
+                    ring.unload(&keys::public_blob(info.public.key_data())?);
                 }
                 Response::Key(view)
             }
@@ -461,9 +466,8 @@ impl Service {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = usage;
         }
-        // A locked agent refuses; the key is served after unlock and restart.
-        let _ = ring.add(entry);
-        Ok(())
+        // A locked agent refuses: nothing is served that an unlock would not restore as it was.
+        ring.add(entry).map_err(|_| ServiceError::AgentLocked)
     }
 
     /// A key-ring entry for a stored key whose private half is decrypted and parsed on its first

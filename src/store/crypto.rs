@@ -26,6 +26,7 @@ pub(crate) const NONCE_LEN: usize = 24;
 
 const AD_PRIVATE: &[u8] = b"keyward/store/private-key/v1\0";
 const AD_MASTER: &[u8] = b"keyward/store/master-key/v1\0";
+const AD_HIDDEN: &[u8] = b"keyward/store/master-key-locked/v1\0";
 const DS_VERIFIER: &[u8] = b"keyward/store/verifier/v1\0";
 const DS_WRAP: &[u8] = b"keyward/store/wrap/v1\0";
 
@@ -82,6 +83,21 @@ impl KdfParams {
     }
 }
 
+impl KdfParams {
+    /// Argon2id of `secret` with `salt` under these parameters: 32 bytes, zeroized on drop.
+    pub fn derive_key(&self, secret: &[u8], salt: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+        self.validate()?;
+        let p = argon2::Params::new(self.m_cost_kib, self.t_cost, self.p_cost, Some(32))
+            .map_err(StoreError::Kdf)?;
+        let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, p);
+        let mut raw = Zeroizing::new([0u8; 32]);
+        argon
+            .hash_password_into(secret, salt, raw.as_mut())
+            .map_err(StoreError::Kdf)?;
+        Ok(raw)
+    }
+}
+
 /// The 32-byte master key. Zeroized on drop, no `Debug`.
 pub(crate) struct MasterKey(Zeroizing<[u8; 32]>);
 
@@ -108,6 +124,16 @@ impl MasterKey {
     pub(crate) fn duplicate(&self) -> Self {
         Self(self.0.clone())
     }
+
+    /// The master key encrypted under the agent's lock key, while the agent is locked.
+    pub(crate) fn hide(&self, lock_key: &[u8; 32]) -> Sealed {
+        seal(lock_key, AD_HIDDEN, self.expose())
+    }
+
+    /// The master key [`hide`](Self::hide) encrypted; `None` under another key.
+    pub(crate) fn reveal(lock_key: &[u8; 32], hidden: &Sealed) -> Option<Self> {
+        Self::from_slice(&open(lock_key, AD_HIDDEN, hidden)?)
+    }
 }
 
 /// What a passphrase yields: the verifier (public) and the wrapping key (secret).
@@ -119,14 +145,7 @@ pub(crate) struct Kek {
 impl Kek {
     /// Runs Argon2id over `passphrase` and splits the output.
     pub(crate) fn derive(passphrase: &[u8], salt: &[u8], params: &KdfParams) -> Result<Self> {
-        params.validate()?;
-        let p = argon2::Params::new(params.m_cost_kib, params.t_cost, params.p_cost, Some(32))
-            .map_err(StoreError::Kdf)?;
-        let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, p);
-        let mut raw = Zeroizing::new([0u8; 32]);
-        argon
-            .hash_password_into(passphrase, salt, raw.as_mut())
-            .map_err(StoreError::Kdf)?;
+        let raw = params.derive_key(passphrase, salt)?;
         let verifier: [u8; 32] = Sha256::new()
             .chain_update(DS_VERIFIER)
             .chain_update(raw.as_ref())

@@ -47,6 +47,10 @@ pub enum StoreError {
         /// The store directory.
         path: PathBuf,
     },
+    /// The agent is locked (`ssh-add -x`): the master key is hidden under the lock password, so
+    /// nothing that needs it (private keys, unsealing, the passphrase) can run until it unlocks.
+    #[error("the agent is locked: unlock it with `ssh-add -X` first")]
+    Locked,
     /// The passphrase given to `unseal` or `change_passphrase` is not the store's.
     #[error("wrong passphrase for the store at {}", path.display())]
     WrongPassphrase {

@@ -59,6 +59,15 @@ pub trait Vault {
     /// be the current passphrase (ignored if there is none). The master key, and therefore every
     /// encrypted record, stays the same; the sealed state is unchanged.
     fn change_passphrase(&self, old: &[u8], new: Option<&[u8]>, kdf: KdfParams) -> Result<()>;
+    /// The agent locked: encrypts the master key in memory under `lock_key` and forgets it, so
+    /// nothing in memory decrypts a private key without the lock password. Until
+    /// [`reveal_master`](Vault::reveal_master), everything that needs the master key, unsealing
+    /// and changing the passphrase fail with [`StoreError::Locked`]. A sealed store stays sealed.
+    fn hide_master(&self, lock_key: &[u8; 32]);
+    /// The agent unlocked: restores the master key [`hide_master`](Vault::hide_master) hid (or
+    /// the sealed state). `false`, and nothing changes, if `lock_key` is not the one it was hidden
+    /// under; `true` if nothing was hidden.
+    fn reveal_master(&self, lock_key: &[u8; 32]) -> bool;
 }
 
 /// Keys: public parts readable while sealed, private parts only when unsealed.

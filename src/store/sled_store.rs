@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sled::transaction::{TransactionError, TransactionResult};
 
-use super::crypto::{KdfParams, Kek, MasterKey, random_salt};
+use super::crypto::{KdfParams, Kek, MasterKey, Sealed, random_salt};
 use super::error::{Result, StoreError};
 use super::journal::Journal;
 use super::records::Vault;
@@ -81,7 +81,26 @@ impl Trees {
 
 struct State {
     master: Option<MasterKey>,
+    /// Set while the agent is locked (`master` is `None` meanwhile).
+    hidden: Option<Hidden>,
     passphrase_set: bool,
+}
+
+/// The master key while the agent is locked.
+enum Hidden {
+    /// Encrypted under the lock key.
+    Master(Sealed),
+    /// None: the store was sealed when the agent locked, or was sealed since.
+    Sealed,
+}
+
+impl State {
+    fn refuse_if_locked(&self) -> Result<()> {
+        if self.hidden.is_some() {
+            return Err(StoreError::Locked);
+        }
+        Ok(())
+    }
 }
 
 /// The sled-backed store. Share it with `Arc`; every method takes `&self`.
@@ -223,6 +242,7 @@ impl SledStore {
         let journal = Journal::open(&dir.join(JOURNAL_DIR))?;
         let state = State {
             master: Some(master),
+            hidden: None,
             passphrase_set: passphrase.is_some(),
         };
         Ok(Self {
@@ -266,10 +286,12 @@ impl SledStore {
         let state = match vault {
             Vault::Plain(k) => State {
                 master: Some(k),
+                hidden: None,
                 passphrase_set: false,
             },
             Vault::Passphrase { .. } => State {
                 master: None,
+                hidden: None,
                 passphrase_set: true,
             },
         };
@@ -301,9 +323,16 @@ impl SledStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Runs `f` with the master key, or fails with `Sealed`.
+    fn state_mut(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs `f` with the master key, or fails with `Locked` or `Sealed`.
     pub(crate) fn with_master<T>(&self, f: impl FnOnce(&MasterKey) -> Result<T>) -> Result<T> {
         let st = self.state();
+        st.refuse_if_locked()?;
         let m = st.master.as_ref().ok_or_else(|| StoreError::Sealed {
             path: self.path.clone(),
         })?;
@@ -376,35 +405,64 @@ impl VaultTrait for SledStore {
     }
 
     fn unseal(&self, passphrase: &[u8]) -> Result<()> {
+        // Even a store without a passphrase stays closed while the agent is locked.
+        self.state().refuse_if_locked()?;
         let master = self.unlock_vault(self.vault()?, passphrase)?;
-        self.state
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .master = Some(master);
+        let mut st = self.state_mut();
+        st.refuse_if_locked()?;
+        st.master = Some(master);
         Ok(())
     }
 
     fn seal(&self) {
-        self.state
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .master = None;
+        let mut st = self.state_mut();
+        st.master = None;
+        // Sealed while locked: it stays sealed after the unlock.
+        if st.hidden.is_some() {
+            st.hidden = Some(Hidden::Sealed);
+        }
     }
 
     fn change_passphrase(&self, old: &[u8], new: Option<&[u8]>, kdf: KdfParams) -> Result<()> {
         kdf.validate()?;
+        self.state().refuse_if_locked()?;
         let master = self.unlock_vault(self.vault()?, old)?;
         let bytes = make_vault(&master, new, kdf)?.encode();
+        let mut st = self.state_mut();
+        st.refuse_if_locked()?;
         self.t.meta.insert(META_VAULT, bytes)?;
         self.flush()?;
-        let mut st = self
-            .state
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         st.passphrase_set = new.is_some();
         if st.master.is_some() || new.is_none() {
             st.master = Some(master);
         }
         Ok(())
+    }
+
+    fn hide_master(&self, lock_key: &[u8; 32]) {
+        let mut st = self.state_mut();
+        if st.hidden.is_some() {
+            return;
+        }
+        let hidden = match st.master.take() {
+            Some(master) => Hidden::Master(master.hide(lock_key)),
+            None => Hidden::Sealed,
+        };
+        st.hidden = Some(hidden);
+    }
+
+    fn reveal_master(&self, lock_key: &[u8; 32]) -> bool {
+        let mut st = self.state_mut();
+        let master = match &st.hidden {
+            None => return true,
+            Some(Hidden::Sealed) => None,
+            Some(Hidden::Master(sealed)) => match MasterKey::reveal(lock_key, sealed) {
+                Some(master) => Some(master),
+                None => return false,
+            },
+        };
+        st.master = master;
+        st.hidden = None;
+        true
     }
 }

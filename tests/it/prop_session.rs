@@ -2,7 +2,8 @@
 //! remove, remove-all, lock, unlock, list, extension, clock and garbage frames go through an
 //! in-process [`Session`] with real keys preloaded, and every reply is checked against a small
 //! model (which keys are listed, whether the agent is locked, and that a signature is made exactly
-//! when its key is present, unexpired and the agent unlocked).
+//! when its key is present, unexpired and the agent unlocked; keys whose lifetime ended while the
+//! agent was locked are gone once it unlocks).
 //!
 //! `PROPTEST_CASES` sets the number of sequences (256 by default; `scripts/soak` runs 10,000).
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 use keyward::agent::session::Peer;
 use keyward::agent::{AgentConfig, Keyring, Session};
 use keyward::clock::{Clock, ManualClock};
+use keyward::store::KdfParams;
 use proptest::prelude::*;
 use ssh_agent_lib::proto::{
     AddIdentity, AddIdentityConstrained, Extension, KeyConstraint, PrivateCredential,
@@ -184,6 +186,9 @@ impl Model {
             Op::Unlock(pw) => match self.lock {
                 Some(p) if p == *pw => {
                     self.lock = None;
+                    // Lifetimes ran on while locked: keys that ended meanwhile are gone.
+                    let now = self.now;
+                    self.keys.retain(|_, e| e.is_none_or(|t| t > now));
                     SUCCESS
                 }
                 _ => FAILURE,
@@ -309,7 +314,9 @@ fn run_sequence(ops: &[Op]) -> Result<(), TestCaseError> {
             None,
             None,
         ));
-        let mut session = Session::new(Arc::new(Keyring::new()), config, Peer::default());
+        // The cheapest lock key: this tests the state machine, not Argon2id's cost.
+        let keyring = Keyring::new().with_lock_kdf(KdfParams::insecure_fast());
+        let mut session = Session::new(Arc::new(keyring), config, Peer::default());
         let mut model = Model::default();
         for k in 0..PRELOADED {
             let op = Op::Add(k, None);
