@@ -216,7 +216,7 @@ impl Session {
         let auditor = self.config.auditor.clone();
         let unix_now = self.config.clock.unix_now();
         let allowed = auditor.as_ref().map(|_| request.detail("allowed"));
-        let signed = tokio::task::spawn_blocking(move || {
+        let signed = run_signer(move || {
             let signature = match entry
                 .signer
                 .get()
@@ -617,6 +617,22 @@ fn read_password(body: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
     let (len, rest) = body.split_first_chunk::<4>()?;
     let len = u32::from_be_bytes(*len) as usize;
     (rest.len() == len).then(|| Zeroizing::new(rest.to_vec()))
+}
+
+/// Runs a signature off the I/O duties. On the multi-threaded runtime the current worker becomes
+/// a blocking thread for the duration ([`tokio::task::block_in_place`]: its other tasks move to
+/// another worker at once), so the reply is written without waiting for a thread hand-off in
+/// either direction; elsewhere (current-thread runtimes in tests) on the blocking pool.
+async fn run_signer<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    if tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::MultiThread
+    {
+        Ok(tokio::task::block_in_place(f))
+    } else {
+        tokio::task::spawn_blocking(f).await
+    }
 }
 
 #[cfg(test)]
