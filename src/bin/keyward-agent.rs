@@ -136,6 +136,9 @@ fn serve(args: &Args, socket_path: &std::path::Path) -> anyhow::Result<()> {
     for failure in harden::harden_process() {
         tracing::warn!("process hardening not applied: {failure}");
     }
+    if !harden::limit_malloc_arenas() {
+        tracing::debug!("malloc arena limit not applied (not glibc)");
+    }
     match harden::raise_open_files() {
         Ok(soft) => tracing::debug!(soft, "open files limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
