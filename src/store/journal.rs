@@ -9,7 +9,8 @@
 //! Layout:
 //! - segment files `NNNNNNNNNNNNNNNNNNNN.log`, named by the (20-digit, zero-padded) sequence
 //!   number of their first record; the last one is appended to, and a new one is started every
-//!   [`SEGMENT_RECORDS`] records or [`SEGMENT_BYTES`] bytes;
+//!   [`SEGMENT_RECORDS`] records or [`SEGMENT_BYTES`] bytes (a segment of records moved from an
+//!   older store's sled tree may be larger);
 //! - each record is a frame `len: u32 BE ‖ seq: u64 BE ‖ envelope`, where `len` counts the bytes
 //!   after it and `envelope` is the store's versioned, checksummed record ([`super::records`]);
 //!   sequence numbers are consecutive (`last + 1`), so `next - head` is the number of records;
@@ -36,8 +37,8 @@ use super::types::{AuditEntry, AuditEvent};
 
 /// Records per segment file before a new one is started.
 pub(crate) const SEGMENT_RECORDS: u64 = 8_192;
-/// Bytes per segment file before a new one is started.
-const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
+/// Bytes per segment file before a new one is started: the last segment is read whole on open.
+const SEGMENT_BYTES: u64 = 1024 * 1024;
 /// Largest frame accepted when reading (`len` field); audit records are a few hundred bytes.
 const MAX_FRAME: u32 = 1024 * 1024;
 /// How long an unsynced append may wait for `fdatasync`.
@@ -167,6 +168,14 @@ impl Journal {
             let (tail, records, len) = recover_tail(dir, first)?;
             next = tail.as_ref().map_or(first, |e| e.seq + 1);
             last = tail;
+            // A crash right after a new segment was created leaves it empty: the chain goes on
+            // from the last record of the segments before it.
+            for &older in segments.iter().rev().skip(1) {
+                if last.is_some() {
+                    break;
+                }
+                last = scan(dir, older)?.last;
+            }
             let file = append_file(&dir.join(segment_name(first))).map_err(&err)?;
             active = Some(Active {
                 file: Arc::new(file),
@@ -457,14 +466,24 @@ fn spawn_syncer(inner: Weak<Inner>) {
     }
 }
 
-/// Scans the last segment: its last record, record count and length, cutting off what follows
-/// its last whole, valid frame (a frame cut short or never written, as a power failure during an
-/// append leaves). A damaged frame followed by valid ones is kept, to be reported when read.
-fn recover_tail(dir: &Path, first: u64) -> Result<(Option<AuditEntry>, u64, u64)> {
+/// What [`scan`] found in a segment.
+struct Scan {
+    /// The last whole, valid record.
+    last: Option<AuditEntry>,
+    /// Frames up to and including it.
+    records: u64,
+    /// Bytes up to and including it.
+    good: u64,
+}
+
+/// Reads a segment from the start: its last whole, valid frame, and where it ends. A damaged
+/// frame followed by valid ones is counted (it is reported when read).
+fn scan(dir: &Path, first: u64) -> Result<Scan> {
     let err = io_err(dir);
     let path = dir.join(segment_name(first));
     let mut reader = BufReader::new(File::open(&path).map_err(&err)?);
-    let (mut offset, mut good, mut frames, mut records, mut last) = (0u64, 0u64, 0u64, 0u64, None);
+    let (mut offset, mut frames) = (0u64, 0u64);
+    let (mut good, mut records, mut last) = (0u64, 0u64, None);
     loop {
         match read_frame(&mut reader).map_err(&err)? {
             Next::End | Next::Torn => break,
@@ -479,18 +498,6 @@ fn recover_tail(dir: &Path, first: u64) -> Result<(Option<AuditEntry>, u64, u64)
             }
         }
     }
-    let size = fs::metadata(&path).map_err(&err)?.len();
-    if size > good {
-        tracing::warn!(
-            segment = %path.display(),
-            kept = good,
-            dropped = size - good,
-            "cutting off a torn record at the end of the audit journal"
-        );
-        let file = OpenOptions::new().write(true).open(&path).map_err(&err)?;
-        file.set_len(good).map_err(&err)?;
-        file.sync_all().map_err(&err)?;
-    }
     let last = match last {
         Some((seq, envelope)) => Some(AuditEntry {
             seq,
@@ -498,7 +505,33 @@ fn recover_tail(dir: &Path, first: u64) -> Result<(Option<AuditEntry>, u64, u64)
         }),
         None => None,
     };
-    Ok((last, records, good))
+    Ok(Scan {
+        last,
+        records,
+        good,
+    })
+}
+
+/// Scans the last segment and cuts off what follows its last whole, valid frame (a frame cut
+/// short or never written, as a power failure during an append leaves). Returns its last record,
+/// record count and length.
+fn recover_tail(dir: &Path, first: u64) -> Result<(Option<AuditEntry>, u64, u64)> {
+    let err = io_err(dir);
+    let path = dir.join(segment_name(first));
+    let found = scan(dir, first)?;
+    let size = fs::metadata(&path).map_err(&err)?.len();
+    if size > found.good {
+        tracing::warn!(
+            segment = %path.display(),
+            kept = found.good,
+            dropped = size - found.good,
+            "cutting off a torn record at the end of the audit journal"
+        );
+        let file = OpenOptions::new().write(true).open(&path).map_err(&err)?;
+        file.set_len(found.good).map_err(&err)?;
+        file.sync_all().map_err(&err)?;
+    }
+    Ok((found.last, found.records, found.good))
 }
 
 fn append_file(path: &Path) -> io::Result<File> {

@@ -155,3 +155,22 @@ fn a_schema_1_audit_tree_moves_into_the_journal_once() {
     assert_eq!(seqs(&store, 0), [1, 2, 3, 4]);
     assert!(store.t.audit.is_empty());
 }
+
+#[test]
+fn an_empty_last_segment_continues_the_chain_of_the_one_before() {
+    let (dir, store) = new_store();
+    for i in 0..3 {
+        store.append_audit(&event(i)).unwrap();
+    }
+    drop(store);
+    // A crash right after the next segment file was created, before its first record.
+    fs::write(
+        store_dir(&dir).join("audit").join(format!("{:020}.log", 4)),
+        b"",
+    )
+    .unwrap();
+    let store = SledStore::open(&store_dir(&dir)).unwrap();
+    assert_eq!(store.last_audit().unwrap().unwrap().seq, 3);
+    assert_eq!(store.append_audit(&event(3)).unwrap(), 4);
+    assert_eq!(seqs(&store, 0), [1, 2, 3, 4]);
+}
