@@ -10,8 +10,9 @@
 //!   with 1 key, signatures/s and p50/p99 latency at 1, 8 and 64 concurrent clients (one
 //!   connection each), request-identities/s, connect-list-close churn/s, peak RSS (`VmHWM`); with
 //!   1,000 keys (fresh agents), time to add them, request-identities/s, signing with the last key
-//!   added, peak RSS; and `openssl speed -seconds 3 -multi <cores> rsa2048` sign/s as the
-//!   ceiling for keyward at 8 clients ([`rounds`], [`load`]);
+//!   added, peak RSS; and `openssl speed -seconds 3 rsa2048` sign/s (one process, the issue's
+//!   reference: keyward at 8 clients should reach 80% of it) and, for information, `openssl speed
+//!   -multi <cores>` (every core signing with nothing else running) ([`rounds`], [`load`]);
 //! * `store`: keyward-agent started on a store of 10,000 Ed25519 keys and 10,000 certificates,
 //!   time to its first answer and to the full list ([`store`]);
 //! * `keygen`: `keyward key generate -t rsa -b 2048` against `ssh-keygen` ([`cli`]);
@@ -130,44 +131,68 @@ fn run() -> Result<ExitCode> {
     })
 }
 
-/// Phases 1 and 2 (the agents loaded over the protocol) and the `openssl speed` ceiling; returns
-/// their JSON parameters.
+/// Phases 1 and 2 (the agents loaded over the protocol) and the `openssl speed` references;
+/// returns their JSON parameters.
 fn agent_phases(cfg: &Config, keys: &[RsaKeypair], rows: &mut Vec<Row>) -> serde_json::Value {
-    // The ceiling is measured before and after the agents and the better run kept: other work
-    // on the machine can only lower it.
-    let speed = || {
-        eprintln!(
-            "openssl speed -seconds 3 -multi {} rsa2048",
-            cfg.openssl_multi
-        );
-        openssl::speed_rsa2048(3, cfg.openssl_multi).map_err(|e| format!("{e:#}"))
+    // Each reference is measured before and after the agents and the better run kept: other
+    // work on the machine can only lower it.
+    let speed = |multi: usize| {
+        let command = openssl_command(multi);
+        eprintln!("{command}");
+        openssl::speed_rsa2048(3, multi).map_err(|e| format!("{e:#}"))
     };
-    let speed_before = speed();
+    let before = [speed(1), speed(cfg.openssl_multi)];
     eprintln!("phase 1: one key");
     let at_eight = one_key(cfg, &keys[0], rows);
     eprintln!("phase 2: {} keys", cfg.keys);
     many_keys(cfg, keys, rows);
-    let speed_after = speed();
-    let ceiling = match (&speed_before, &speed_after) {
+    let after = [speed(1), speed(cfg.openssl_multi)];
+    let best = |i: usize| match (&before[i], &after[i]) {
         (Ok(a), Ok(b)) => Ok(a.max(*b)),
         (Ok(x), Err(_)) | (Err(_), Ok(x)) => Ok(*x),
         (Err(e), Err(_)) => Err(e.clone()),
     };
+    // The target: 80% of `openssl speed rsa2048` (one process, ~2,800 sign/s here).
     rows.push(
         Row::new(
             "sign/s, 8 clients vs openssl speed",
             "sign/s",
             Better::Higher,
-            [at_eight, ceiling],
+            [at_eight.clone(), best(0)],
         )
         .reference("openssl")
         .target(0.8),
     );
+    // For information: against every core signing with nothing else to do (the clients and the
+    // kernel share the same cores with keyward).
+    rows.push(
+        Row::new(
+            format!(
+                "sign/s, 8 clients vs openssl speed -multi {}",
+                cfg.openssl_multi
+            ),
+            "sign/s",
+            Better::Higher,
+            [at_eight, best(1)],
+        )
+        .reference("openssl"),
+    );
     json!({
-        "openssl_command": format!("openssl speed -seconds 3 -multi {} rsa2048", cfg.openssl_multi),
-        "openssl_sign_per_s_runs": [speed_before.ok(), speed_after.ok()],
+        "openssl_commands": [openssl_command(1), openssl_command(cfg.openssl_multi)],
+        "openssl_sign_per_s_runs": {
+            "single": [before[0].as_ref().ok(), after[0].as_ref().ok()],
+            "multi": [before[1].as_ref().ok(), after[1].as_ref().ok()],
+        },
         "loadavg_after": loadavg(),
     })
+}
+
+fn openssl_command(multi: usize) -> String {
+    if multi > 1 {
+        format!("openssl speed -seconds 3 -multi {multi} rsa2048")
+    } else {
+        "openssl speed -seconds 3 rsa2048".to_owned()
+    }
 }
 
 /// Phase 1: one key loaded. Returns keyward's sign/s at 8 clients for the openssl row.
