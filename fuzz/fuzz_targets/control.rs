@@ -3,10 +3,10 @@
 //! again to the same JSON (no message changes meaning on a round trip).
 //!
 //! Except for non-integer numbers (which only free-form `serde_json::Value` fields such as audit
-//! details can hold; keyward writes none): serde_json, built without its `float_roundtrip`
+//! details can hold; keyward writes none): `serde_json`, built without its `float_roundtrip`
 //! feature as keyward builds it, may read a float one unit in the last place off, so the text of
 //! `1.1555555555555554e48` does not survive a round trip. Found by this target; documented
-//! serde_json behaviour, harmless here.
+//! `serde_json` behaviour, harmless here.
 #![no_main]
 
 use keyward::control::proto::{RequestEnvelope, ResponseEnvelope};
@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-/// Whether `value` holds a number that is not an integer serde_json reads exactly.
+/// Whether `value` holds a number that is not an integer `serde_json` reads exactly.
 fn has_float(value: &Value) -> bool {
     match value {
         Value::Number(n) => n.is_f64(),
