@@ -569,6 +569,27 @@ fn io_err(dir: &Path) -> impl Fn(io::Error) -> StoreError + '_ {
     }
 }
 
+/// The raw records (sequence number and envelope) of the audit journal of the store in
+/// `store_dir`, oldest first, whole segments as they are on disk (pruned-but-not-deleted records
+/// included): for tools such as the fuzzers' seed recorder. Stops at the first torn frame.
+pub fn raw_audit_records(store_dir: &Path) -> Result<Vec<(u64, Vec<u8>)>> {
+    let dir = store_dir.join(super::sled_store::JOURNAL_DIR);
+    let err = io_err(&dir);
+    let mut firsts: Vec<u64> = fs::read_dir(&dir)
+        .map_err(&err)?
+        .filter_map(|e| e.ok()?.file_name().to_str().and_then(parse_segment_name))
+        .collect();
+    firsts.sort_unstable();
+    let mut out = Vec::new();
+    for first in firsts {
+        let mut reader = BufReader::new(File::open(dir.join(segment_name(first))).map_err(&err)?);
+        while let Next::Frame(seq, envelope) = read_frame(&mut reader).map_err(&err)? {
+            out.push((seq, envelope));
+        }
+    }
+    Ok(out)
+}
+
 /// Rewrites every frame of the journal in `dir` (closed) through `edit`: `None` drops the frame.
 #[cfg(test)]
 pub(crate) fn rewrite_for_test(dir: &Path, mut edit: impl FnMut(u64, Vec<u8>) -> Option<Vec<u8>>) {

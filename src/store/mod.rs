@@ -34,7 +34,9 @@ mod tests;
 
 pub use crypto::KdfParams;
 pub use error::{CorruptError, Result, StoreError};
+pub use journal::raw_audit_records;
 pub use migrate::CURRENT_SCHEMA;
+pub use records::{RecordKind, check_record};
 pub use sled_certs::DueIter;
 pub use sled_keys::{MAX_NAME_LEN, validate_name};
 pub use sled_store::{SledStore, StoreOptions};

@@ -8,34 +8,10 @@ use std::sync::OnceLock;
 
 use proptest::prelude::*;
 
-use super::records::{
-    AUDIT_V, CERT_V, CertRec, KEY_V, KeyRec, POLICY_V, Vault as VaultRecord, decode,
-};
+use super::records::{RecordKind as Kind, check_record as decode_as};
 use super::tests::{NOW, new_key, new_store};
 use super::types::{AuditEvent, AuditOutcome, CertId, CertOrigin, CertRecord, CertStatus};
 use super::{AuditLog, CertStore, KeyStore, PolicyStore};
-
-/// The record kinds, each with its own decoder.
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    Key,
-    Cert,
-    Policy,
-    Audit,
-    Vault,
-}
-
-/// Decodes `bytes` as a record of `kind`: `Ok` if the store would accept it.
-fn decode_as(kind: Kind, bytes: &[u8]) -> Result<(), super::StoreError> {
-    let what = || "proptest".to_owned();
-    match kind {
-        Kind::Key => decode::<KeyRec>(what, KEY_V, bytes).map(drop),
-        Kind::Cert => decode::<CertRec>(what, CERT_V, bytes).map(drop),
-        Kind::Policy => decode::<serde_json::Value>(what, POLICY_V, bytes).map(drop),
-        Kind::Audit => decode::<AuditEvent>(what, AUDIT_V, bytes).map(drop),
-        Kind::Vault => VaultRecord::decode(bytes).map(drop),
-    }
-}
 
 /// Raw records written by a real store (with a passphrase), read back from its trees and
 /// audit journal.
@@ -150,7 +126,7 @@ proptest! {
     /// Arbitrary bytes never panic any decoder.
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
-        for kind in [Kind::Key, Kind::Cert, Kind::Policy, Kind::Audit, Kind::Vault] {
+        for kind in Kind::ALL {
             let _ = decode_as(kind, &bytes);
         }
     }

@@ -86,6 +86,46 @@ pub(crate) fn decode<T: DeserializeOwned>(
     inner().map_err(|reason| StoreError::corrupt(what_(), reason))
 }
 
+/// The kinds of record the store keeps, each read by its own decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    /// A key (tree `keys`).
+    Key,
+    /// A certificate (tree `certs`).
+    Cert,
+    /// A key's policy document (tree `policies`).
+    Policy,
+    /// An audit event (tree `audit`).
+    Audit,
+    /// The master key's protection (`meta/vault`).
+    Vault,
+}
+
+impl RecordKind {
+    /// Every kind.
+    pub const ALL: [Self; 5] = [
+        Self::Key,
+        Self::Cert,
+        Self::Policy,
+        Self::Audit,
+        Self::Vault,
+    ];
+}
+
+/// Decodes raw stored `bytes` as a record of `kind` with the decoder the store reads it with
+/// (envelope, checksum, version, body): `Ok` exactly when the store would accept it. For checking
+/// raw values from outside the store, as the property tests and fuzz targets do.
+pub fn check_record(kind: RecordKind, bytes: &[u8]) -> Result<()> {
+    let what = || format!("{kind:?} record");
+    match kind {
+        RecordKind::Key => decode::<KeyRec>(what, KEY_V, bytes).map(drop),
+        RecordKind::Cert => decode::<CertRec>(what, CERT_V, bytes).map(drop),
+        RecordKind::Policy => decode::<serde_json::Value>(what, POLICY_V, bytes).map(drop),
+        RecordKind::Audit => decode::<super::AuditEvent>(what, AUDIT_V, bytes).map(drop),
+        RecordKind::Vault => Vault::decode(bytes).map(drop),
+    }
+}
+
 /// Lowercase hex.
 pub(crate) fn hex_encode(b: &[u8]) -> String {
     let mut s = String::with_capacity(b.len() * 2);
