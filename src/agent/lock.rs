@@ -3,12 +3,10 @@
 //! locked agent holds no usable key material. Unlocking *is* decrypting: a password that does not
 //! open the lock's check value is wrong, and nothing changes.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand_core::{OsRng, RngCore};
 use zeroize::Zeroizing;
 
-use crate::store::{KdfParams, StoreError};
+use crate::store::{KdfParams, Sealed, StoreError, aead_open, aead_seal};
 
 /// Argon2id cost of the lock key: 32 MiB, 2 passes, one lane. Locking derives the key once and
 /// unlocking once more: about 47 ms each, 90 ms together, measured on a loaded 2-core machine
@@ -23,12 +21,6 @@ pub const LOCK_KDF: KdfParams = KdfParams {
 const AD_CHECK: &[u8] = b"keyward/agent/lock-check/v1\0";
 const AD_KEY: &[u8] = b"keyward/agent/locked-key/v1\0";
 
-/// A nonce and a ciphertext with its tag.
-pub(crate) struct Sealed {
-    nonce: [u8; 24],
-    ciphertext: Vec<u8>,
-}
-
 /// The key everything is sealed under while the agent is locked. Zeroized on drop, no `Debug`.
 pub(crate) struct LockKey(Zeroizing<[u8; 32]>);
 
@@ -38,40 +30,15 @@ impl LockKey {
         &self.0
     }
 
-    fn cipher(&self) -> XChaCha20Poly1305 {
-        XChaCha20Poly1305::new(self.0.as_ref().into())
-    }
-
+    /// The cipher copies the plaintext into a buffer sized for the tag and encrypts it in place:
+    /// no plaintext copy outlives this call.
     fn seal(&self, ad: &[u8], plaintext: &[u8]) -> Sealed {
-        let mut nonce = [0u8; 24];
-        OsRng.fill_bytes(&mut nonce);
-        // The cipher copies the plaintext into a buffer sized for the tag and encrypts it in
-        // place: no plaintext copy outlives this call.
-        let ciphertext = self
-            .cipher()
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad: ad,
-                },
-            )
-            .expect("XChaCha20-Poly1305 encryption of an in-memory buffer cannot fail");
-        Sealed { nonce, ciphertext }
+        aead_seal(&self.0, ad, plaintext)
     }
 
+    /// The tag is checked before anything is decrypted.
     fn open(&self, ad: &[u8], sealed: &Sealed) -> Option<Zeroizing<Vec<u8>>> {
-        // The tag is checked before anything is decrypted.
-        self.cipher()
-            .decrypt(
-                XNonce::from_slice(&sealed.nonce),
-                Payload {
-                    msg: &sealed.ciphertext,
-                    aad: ad,
-                },
-            )
-            .ok()
-            .map(Zeroizing::new)
+        aead_open(&self.0, ad, sealed)
     }
 
     /// Seals the private key (wire form) of the key whose public blob is `blob`.

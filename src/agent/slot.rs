@@ -3,8 +3,9 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::agent::lock::{LockKey, Sealed};
+use crate::agent::lock::LockKey;
 use crate::keys::{KeyError, Signer};
+use crate::store::Sealed;
 
 /// Loads a stored key's private half when it is first needed.
 pub type SignerLoader = Box<dyn Fn() -> Result<Signer, String> + Send + Sync>;

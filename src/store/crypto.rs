@@ -190,7 +190,8 @@ pub(crate) struct Sealed {
     pub(crate) ciphertext: Vec<u8>,
 }
 
-fn seal(key: &[u8; 32], ad: &[u8], plaintext: &[u8]) -> Sealed {
+/// XChaCha20-Poly1305 with a random nonce: the store's records and the agent's lock both use it.
+pub(crate) fn seal(key: &[u8; 32], ad: &[u8], plaintext: &[u8]) -> Sealed {
     let mut nonce = [0u8; NONCE_LEN];
     OsRng.fill_bytes(&mut nonce);
     let cipher = XChaCha20Poly1305::new(key.into());
@@ -206,7 +207,8 @@ fn seal(key: &[u8; 32], ad: &[u8], plaintext: &[u8]) -> Sealed {
     Sealed { nonce, ciphertext }
 }
 
-fn open(key: &[u8; 32], ad: &[u8], sealed: &Sealed) -> Option<Zeroizing<Vec<u8>>> {
+/// Opens what [`seal`] sealed with the same key and associated data; `None` if anything differs.
+pub(crate) fn open(key: &[u8; 32], ad: &[u8], sealed: &Sealed) -> Option<Zeroizing<Vec<u8>>> {
     let cipher = XChaCha20Poly1305::new(key.into());
     cipher
         .decrypt(

@@ -33,6 +33,7 @@ mod proptests;
 mod tests;
 
 pub use crypto::KdfParams;
+pub(crate) use crypto::{Sealed, open as aead_open, seal as aead_seal};
 pub use error::{CorruptError, Result, StoreError};
 pub use journal::raw_audit_records;
 pub use migrate::CURRENT_SCHEMA;

@@ -39,8 +39,8 @@ fn segment_files(dir: &std::path::Path) -> Vec<String> {
     names
 }
 
-#[test]
-fn a_torn_frame_at_the_end_is_cut_off_on_open() {
+/// A closed store with records 1 to 3 in its one journal segment, and that segment's path.
+fn three_records() -> (tempfile::TempDir, std::path::PathBuf) {
     let (dir, store) = new_store();
     for i in 0..3 {
         store.append_audit(&event(i)).unwrap();
@@ -49,6 +49,12 @@ fn a_torn_frame_at_the_end_is_cut_off_on_open() {
     let segment = store_dir(&dir)
         .join("audit")
         .join(&segment_files(&store_dir(&dir))[0]);
+    (dir, segment)
+}
+
+#[test]
+fn a_torn_frame_at_the_end_is_cut_off_on_open() {
+    let (dir, segment) = three_records();
     let whole = fs::read(&segment).unwrap();
     // Half of a fourth frame, as a power failure during the append would leave.
     let fourth = frame(4, &encode(AUDIT_V, &event(3)));
@@ -70,14 +76,7 @@ fn a_torn_frame_at_the_end_is_cut_off_on_open() {
 
 #[test]
 fn damage_inside_the_journal_is_a_corrupt_record_not_a_panic() {
-    let (dir, store) = new_store();
-    for i in 0..3 {
-        store.append_audit(&event(i)).unwrap();
-    }
-    drop(store);
-    let segment = store_dir(&dir)
-        .join("audit")
-        .join(&segment_files(&store_dir(&dir))[0]);
+    let (dir, segment) = three_records();
     let mut bytes = fs::read(&segment).unwrap();
     bytes[20] ^= 0x40; // inside the first record's body
     fs::write(&segment, &bytes).unwrap();
@@ -158,11 +157,7 @@ fn a_schema_1_audit_tree_moves_into_the_journal_once() {
 
 #[test]
 fn an_empty_last_segment_continues_the_chain_of_the_one_before() {
-    let (dir, store) = new_store();
-    for i in 0..3 {
-        store.append_audit(&event(i)).unwrap();
-    }
-    drop(store);
+    let (dir, _) = three_records();
     // A crash right after the next segment file was created, before its first record.
     fs::write(
         store_dir(&dir).join("audit").join(format!("{:020}.log", 4)),
