@@ -77,4 +77,10 @@ impl Bindings {
     pub fn hops(&self) -> &[Binding] {
         &self.hops
     }
+
+    /// Whether `ssh` bound this connection for agent forwarding: its requests come from another
+    /// host.
+    pub fn forwarded(&self) -> bool {
+        self.hops.iter().any(|h| h.forwarded)
+    }
 }

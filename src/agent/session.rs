@@ -137,6 +137,16 @@ impl Session {
                 _ => Reply::FAILURE,
             };
         }
+        // Over a forwarded agent, the far host may use the keys (as policies allow) but never
+        // change them: adding or removing keys is for the machine the agent runs on.
+        if self.bindings.forwarded()
+            && let Some(action) = key_change(&request)
+        {
+            tracing::info!(pid = ?self.peer.pid, action, "refused a key change over a forwarded connection");
+            self.audit_refused(action, "over a forwarded connection")
+                .await;
+            return Reply::FAILURE;
+        }
         match request {
             Request::RequestIdentities => self.identities(now),
             Request::SignRequest(req) => self.sign(req).await,
@@ -328,6 +338,21 @@ impl Session {
             return;
         };
         let event = event(entry, self.config.clock.unix_now(), action, outcome, detail);
+        let _ = tokio::task::spawn_blocking(move || auditor.record_or_log(event)).await;
+    }
+
+    /// Records a refused request that concerns no single key, with why.
+    async fn audit_refused(&self, action: &'static str, reason: &str) {
+        let Some(auditor) = self.config.auditor.clone() else {
+            return;
+        };
+        let event = AuditEvent {
+            at: self.config.clock.unix_now(),
+            key_id: None,
+            action: action.to_owned(),
+            outcome: AuditOutcome::Refused,
+            detail: serde_json::json!({ "uid": self.peer.uid, "pid": self.peer.pid, "reason": reason }),
+        };
         let _ = tokio::task::spawn_blocking(move || auditor.record_or_log(event)).await;
     }
 
@@ -617,6 +642,20 @@ fn read_password(body: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
     let (len, rest) = body.split_first_chunk::<4>()?;
     let len = u32::from_be_bytes(*len) as usize;
     (rest.len() == len).then(|| Zeroizing::new(rest.to_vec()))
+}
+
+/// The audit action of a request that adds or removes keys (smartcard providers included).
+fn key_change(request: &Request) -> Option<&'static str> {
+    match request {
+        Request::AddIdentity(_) | Request::AddIdConstrained(_) => Some("add"),
+        Request::RemoveIdentity(_) => Some("remove"),
+        Request::RemoveAllIdentities => Some("remove_all"),
+        Request::AddSmartcardKey(_) | Request::AddSmartcardKeyConstrained(_) => {
+            Some("add_smartcard")
+        }
+        Request::RemoveSmartcardKey(_) => Some("remove_smartcard"),
+        _ => None,
+    }
 }
 
 /// Runs a signature off the I/O duties. On the multi-threaded runtime the current worker becomes

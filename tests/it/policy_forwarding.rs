@@ -2,7 +2,7 @@
 //! through the forwarded agent, the key is not listed (`ssh-add -l`), `ssh-keygen -Y sign` fails
 //! (it looks the key up in the list first), a direct sign request (`ssh-add -T`, which does not)
 //! is refused by the policy, and the second hop `ssh` to host B fails, while a key without the
-//! rule does all four.
+//! rule does all four. Over the forwarded agent, keys can be used but never added or removed.
 
 use std::fs;
 
@@ -117,4 +117,81 @@ fn policy_forwarding_allowed_without_the_rule() {
     assert!(remote.ok("sign"), "ssh-keygen -Y sign on A works");
     assert!(remote.ok("test"), "ssh-add -T on A works");
     assert!(remote.second_hop(), "ssh from A to B works");
+}
+
+/// Over `ssh -A`, host A may use the keys but never change them: `ssh-add KEY`, `ssh-add -d`,
+/// `ssh-add -D` and `ssh-add -s` are refused (and audited as refused, with the reason), a control
+/// request sent down the forwarded agent socket is an unknown agent message, and the control
+/// socket is not reachable from A at all (ssh forwards the agent socket only). The keys are still
+/// served, locally and on A, and nothing was added.
+#[test]
+fn forwarded_connection_cannot_change_keys_or_reach_the_control_socket() {
+    let env = Env::no_passphrase();
+    let agent = env.start_agent(&[]);
+    let key = stored_key(&env, "k", "ed25519");
+    let hosts = Hosts::new(env.root(), &[&key.line]);
+    let extra = env.root().join("extra");
+    crate::util::run(
+        std::process::Command::new(crate::util::require_tool("ssh-keygen"))
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "extra", "-f"])
+            .arg(&extra),
+    );
+    // A control request (`status`) in the control protocol's framing, sent to SSH_AUTH_SOCK.
+    let raw = "import os, socket, struct; s = socket.socket(socket.AF_UNIX); \
+               s.connect(os.environ['SSH_AUTH_SOCK']); \
+               body = b'{\"version\":1,\"request\":{\"type\":\"status\"}}'; \
+               s.sendall(struct.pack('>I', len(body)) + body); \
+               reply = s.recv(5); print('raw-reply=%d' % reply[4])";
+    let script = format!(
+        "{add} {extra} </dev/null; echo \"add=$?\"; {add} -d {pub_}; echo \"remove=$?\"; \
+         {add} -D; echo \"removeall=$?\"; {add} -s /nonexistent/pkcs11.so </dev/null; \
+         echo \"pkcs11=$?\"; {kw} --socket \"$SSH_AUTH_SOCK\" --store {remote_store} status; \
+         {python} -c \"{raw}\"; {add} -l; echo \"list=$?\"",
+        add = exe_path("ssh-add"),
+        extra = extra.display(),
+        pub_ = key.pub_only.display(),
+        kw = crate::util::cli_bin(),
+        remote_store = env.root().join("store-on-a").display(),
+        python = exe_path("python3"),
+    );
+    let out = hosts.ssh(&agent, &hosts.a, &["-A"], &script);
+    let text = &out.stdout;
+    assert!(text.contains("list="), "the script ran on A: {out:#?}");
+    for step in ["add", "remove", "removeall", "pkcs11"] {
+        assert!(
+            !text.contains(&format!("{step}=0")),
+            "{step} must fail over the forwarded agent: {out:#?}"
+        );
+    }
+    // The CLI on A finds no control socket beside the forwarded agent socket: it can only open
+    // a store of its own there.
+    assert!(
+        text.contains("agent:      not running"),
+        "the control socket is not reachable from A: {out:#?}"
+    );
+    assert!(
+        text.contains("raw-reply=5"),
+        "a control request down the agent socket is an unknown agent message (FAILURE): {out:#?}"
+    );
+    assert!(
+        text.contains("list=0") && text.contains(&key.fingerprint),
+        "the key is still served on A: {out:#?}"
+    );
+
+    // Locally: the stored key is still served and the extra key was not added.
+    let listed = agent.ssh_add(&["-l"]);
+    assert!(listed.stdout.contains(&key.fingerprint), "{listed:#?}");
+    assert!(!listed.stdout.contains("extra"), "{listed:#?}");
+    let records = audit_records(&env, None);
+    for action in ["add", "remove", "remove_all"] {
+        let record = records
+            .iter()
+            .find(|r| r["action"] == action)
+            .unwrap_or_else(|| panic!("no {action} record: {records:#?}"));
+        assert_eq!(record["outcome"], "refused", "{record}");
+        assert_eq!(
+            record["detail"]["reason"], "over a forwarded connection",
+            "{record}"
+        );
+    }
 }
