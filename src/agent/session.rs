@@ -343,21 +343,30 @@ impl Session {
 
     /// Records a refused request that concerns no single key, with why.
     async fn audit_refused(&self, action: &'static str, reason: &str) {
-        let Some(auditor) = self.config.auditor.clone() else {
-            return;
-        };
-        let event = AuditEvent {
-            at: self.config.clock.unix_now(),
-            key_id: None,
-            action: action.to_owned(),
-            outcome: AuditOutcome::Refused,
-            detail: serde_json::json!({ "uid": self.peer.uid, "pid": self.peer.pid, "reason": reason }),
-        };
-        let _ = tokio::task::spawn_blocking(move || auditor.record_or_log(event)).await;
+        let detail =
+            serde_json::json!({ "uid": self.peer.uid, "pid": self.peer.pid, "reason": reason });
+        self.audit_unkeyed(action, AuditOutcome::Refused, detail)
+            .await;
     }
 
     /// Records an event that concerns no single key.
     async fn audit_plain(&self, action: &'static str, ok: bool) {
+        let outcome = if ok {
+            AuditOutcome::Allowed
+        } else {
+            AuditOutcome::Refused
+        };
+        let detail = serde_json::json!({ "uid": self.peer.uid, "pid": self.peer.pid });
+        self.audit_unkeyed(action, outcome, detail).await;
+    }
+
+    /// Records an event with no key, off the I/O threads.
+    async fn audit_unkeyed(
+        &self,
+        action: &'static str,
+        outcome: AuditOutcome,
+        detail: serde_json::Value,
+    ) {
         let Some(auditor) = self.config.auditor.clone() else {
             return;
         };
@@ -365,12 +374,8 @@ impl Session {
             at: self.config.clock.unix_now(),
             key_id: None,
             action: action.to_owned(),
-            outcome: if ok {
-                AuditOutcome::Allowed
-            } else {
-                AuditOutcome::Refused
-            },
-            detail: serde_json::json!({ "uid": self.peer.uid, "pid": self.peer.pid }),
+            outcome,
+            detail,
         };
         let _ = tokio::task::spawn_blocking(move || auditor.record_or_log(event)).await;
     }
