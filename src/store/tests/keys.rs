@@ -180,13 +180,20 @@ fn change_and_remove_passphrase() {
     );
     store.change_passphrase(b"new pass", None, cheap()).unwrap();
     drop(store);
-    let store = SledStore::open(&store_dir(&dir)).unwrap();
+    reopen_without_passphrase(&dir, id);
+}
+
+/// Reopens the store in `dir`, which must have no passphrase: unsealed at once, key `id` (made
+/// by `new_key(_, 1)`) readable.
+fn reopen_without_passphrase(dir: &tempfile::TempDir, id: crate::store::KeyId) -> SledStore {
+    let store = SledStore::open(&store_dir(dir)).unwrap();
     let st = store.status().unwrap();
     assert!(!st.passphrase_set && !st.sealed);
     assert_eq!(
         store.private_key(id).unwrap().as_bytes(),
         distinctive(1, 64)
     );
+    store
 }
 
 #[test]
@@ -195,13 +202,7 @@ fn store_without_passphrase_says_so() {
     let store = SledStore::init(&store_dir(&dir), None, cheap()).unwrap();
     let id = store.put_key(new_key("k", 1), NOW).unwrap();
     drop(store);
-    let store = SledStore::open(&store_dir(&dir)).unwrap();
-    let st = store.status().unwrap();
-    assert!(!st.passphrase_set && !st.sealed);
-    assert_eq!(
-        store.private_key(id).unwrap().as_bytes(),
-        distinctive(1, 64)
-    );
+    let store = reopen_without_passphrase(&dir, id);
     let raw = store
         .t
         .meta
