@@ -82,8 +82,11 @@ pub struct Session {
     config: Arc<AgentConfig>,
     peer: Peer,
     bindings: Bindings,
-    /// The peer's process and its parents, read from `/proc` once per connection (a connection's
-    /// peer does not change), on its first signature.
+    /// The connecting process as it was at connect time: compared before every signature with
+    /// what that pid runs then, so an exec or exit after connecting is seen.
+    connected: Option<policy::peer::Snapshot>,
+    /// The peer's process and its parents, read from `/proc` once per connection on its first
+    /// signature (the first entry's executable is replaced by a fresh read at each request).
     lineage: std::sync::OnceLock<Arc<Vec<policy::peer::Process>>>,
 }
 
@@ -95,6 +98,7 @@ impl Session {
             config,
             peer,
             bindings: Bindings::default(),
+            connected: peer.pid.and_then(policy::peer::Snapshot::read),
             lineage: std::sync::OnceLock::new(),
         }
     }
@@ -207,9 +211,17 @@ impl Session {
                     .unwrap_or_default(),
             )
         }));
+        // Who holds the connection now: one readlink and one small read per request.
+        let current = self.peer.pid.and_then(policy::peer::Snapshot::read);
+        let continuity = policy::peer::Continuity::of(self.connected.as_ref(), current.as_ref());
         let request = Requester::of(
             self.peer,
-            lineage,
+            Caller {
+                lineage,
+                current,
+                continuity,
+                connected_exe: self.connected.as_ref().and_then(|c| c.exe.clone()),
+            },
             &self.bindings,
             &data,
             entry.algorithm(flags),
@@ -276,7 +288,14 @@ impl Session {
                     .usage
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let decision = policy::decide(&stored.policy, &request.context(now, &usage));
+                let decision = match request.distrust() {
+                    // An executable rule trusts only the process that connected, still running
+                    // the program it ran then.
+                    Some(why) if !stored.policy.executables.is_empty() => {
+                        Decision::Refuse(policy::Refusal::PeerChanged(why))
+                    }
+                    _ => policy::decide(&stored.policy, &request.context(now, &usage)),
+                };
                 // Count the signature under the same lock as the decision, so simultaneous
                 // requests cannot all pass a limit; it is given back if no signature is made.
                 if matches!(decision, Decision::Allow { .. }) {
@@ -301,7 +320,7 @@ impl Session {
         }
         if confirm {
             let prompt = format!(
-                "Allow use of key {}?\nKey fingerprint {}.\nRequested by {}{}.",
+                "Allow use of key {}?\nKey fingerprint {}.\nRequested by {}{}.{}",
                 entry.comment,
                 entry.fingerprint,
                 request.lineage(),
@@ -309,6 +328,9 @@ impl Session {
                     .host
                     .as_ref()
                     .map_or_else(String::new, |h| format!(" for host {h}")),
+                request
+                    .distrust()
+                    .map_or_else(String::new, |why| format!("\nWarning: {why}.")),
             );
             if !confirm::confirm(self.config.askpass.as_deref(), &prompt).await {
                 release(entry);
@@ -482,11 +504,28 @@ impl Session {
     }
 }
 
+/// The process behind a request, as read at the request.
+struct Caller {
+    /// The connecting process and its parents (first read on the connection's first signature).
+    lineage: Arc<Vec<policy::peer::Process>>,
+    /// The connecting pid now, if it still exists.
+    current: Option<policy::peer::Snapshot>,
+    /// Whether that is still the process that connected, running the same program.
+    continuity: policy::peer::Continuity,
+    /// What it ran at connect time.
+    connected_exe: Option<String>,
+}
+
 /// Who asks for a signature, for what, and where: what [`policy::decide`] and the audit log see.
 struct Requester<'a> {
     peer: Peer,
+    /// What the connecting pid runs now (shown in prompts and the audit trail).
     exe: Option<String>,
-    chain: Arc<Vec<policy::peer::Process>>,
+    /// The executable rules see: the one above only while it is the program that connected.
+    trusted_exe: Option<String>,
+    connected_exe: Option<String>,
+    continuity: policy::peer::Continuity,
+    chain: Vec<policy::peer::Process>,
     bindings: &'a [crate::agent::bind::Binding],
     host: Option<String>,
     data: policy::request::SignedData,
@@ -496,14 +535,26 @@ struct Requester<'a> {
 impl<'a> Requester<'a> {
     fn of(
         peer: Peer,
-        chain: Arc<Vec<policy::peer::Process>>,
+        caller: Caller,
         bindings: &'a Bindings,
         data: &[u8],
         algorithm: &'static str,
     ) -> Self {
+        let exe = caller.current.and_then(|c| c.exe);
+        let trusted_exe = (caller.continuity == policy::peer::Continuity::Same)
+            .then(|| exe.clone())
+            .flatten();
+        // The first entry is the connecting pid: show what it runs now.
+        let mut chain = caller.lineage.to_vec();
+        if let Some(first) = chain.first_mut() {
+            first.exe.clone_from(&exe);
+        }
         Self {
             peer,
-            exe: chain.first().and_then(|p| p.exe.clone()),
+            exe,
+            trusted_exe,
+            connected_exe: caller.connected_exe,
+            continuity: caller.continuity,
             chain,
             bindings: bindings.hops(),
             host: bindings
@@ -515,7 +566,8 @@ impl<'a> Requester<'a> {
         }
     }
 
-    /// `ssh (pid 12) from bash (pid 10)`: the requesting process and its parents, for prompts.
+    /// `/usr/bin/ssh (pid 12) from /usr/bin/bash (pid 10)`: the requesting process and its
+    /// parents with full paths (a copy of another program named `ssh` must not pass as ssh).
     fn lineage(&self) -> String {
         if self.chain.is_empty() {
             return "an unknown program".to_owned();
@@ -523,22 +575,21 @@ impl<'a> Requester<'a> {
         self.chain
             .iter()
             .take(4)
-            .map(|p| {
-                let name = p
-                    .exe
-                    .as_deref()
-                    .map_or("?", |e| e.rsplit('/').next().unwrap_or(e));
-                format!("{name} (pid {})", p.pid)
-            })
+            .map(|p| format!("{} (pid {})", p.exe.as_deref().unwrap_or("?"), p.pid))
             .collect::<Vec<_>>()
             .join(" from ")
+    }
+
+    /// Why the connection is not (or no longer) held by the process that opened it, if so.
+    fn distrust(&self) -> Option<String> {
+        self.continuity.distrust()
     }
 
     fn context<'b>(&'b self, now: u64, usage: &'b policy::Usage) -> policy::Context<'b> {
         policy::Context {
             now,
             uid: self.peer.uid,
-            executable: self.exe.as_deref(),
+            executable: self.trusted_exe.as_deref(),
             bindings: self.bindings,
             data: &self.data,
             algorithm: self.algorithm,
@@ -551,7 +602,9 @@ impl<'a> Requester<'a> {
             "uid": self.peer.uid,
             "pid": self.peer.pid,
             "exe": self.exe,
-            "parents": *self.chain,
+            "connected_exe": self.connected_exe,
+            "peer_changed": self.distrust(),
+            "parents": self.chain,
             "host": self.host,
             "forwarded": self.bindings.iter().any(|b| b.forwarded),
             "purpose": policy::describe(&self.data),

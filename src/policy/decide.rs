@@ -99,6 +99,9 @@ pub enum Refusal {
     /// `executables`.
     #[error("executables: {0} is not allowed")]
     Executable(String),
+    /// `executables`: the connection is no longer held by the process that opened it, as it was.
+    #[error("executables: {0}")]
+    PeerChanged(String),
     /// `purposes`.
     #[error("purposes: {0} is not an allowed purpose")]
     Purpose(String),
