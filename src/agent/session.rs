@@ -24,6 +24,10 @@ use crate::keys::{self, Signer};
 use crate::policy::{self, Decision};
 use crate::store::{AuditEvent, AuditOutcome};
 
+/// Why a legacy `ssh-rsa` signature is refused on a forwarded connection (audit reason).
+const FORWARDED_SHA1: &str =
+    "ssh-rsa (SHA-1) signatures are never made over a forwarded connection";
+
 /// The extensions this agent understands, answered to `query`.
 pub const EXTENSIONS: &[&str] = &["query", "session-bind@openssh.com"];
 
@@ -111,14 +115,23 @@ impl Session {
         // Lock and unlock passwords are read here, into memory that is wiped after use, instead
         // of through ssh-agent-lib's `String`s.
         if kind == wire::LOCK || kind == wire::UNLOCK {
+            let action = if kind == wire::LOCK { "lock" } else { "unlock" };
+            // The far end of a forwarded agent must not lock the user out with a password the
+            // user does not know, nor unlock what the user locked.
+            if self.bindings.forwarded() {
+                tracing::info!(pid = ?self.peer.pid, action, "refused over a forwarded connection");
+                self.audit_refused(action, "over a forwarded connection")
+                    .await;
+                return Reply::FAILURE;
+            }
             let Some(password) = read_password(&frame[1..]) else {
                 return Reply::FAILURE;
             };
-            let (action, ok) = if kind == wire::LOCK {
-                ("lock", self.keyring.lock(&password).await)
+            let ok = if kind == wire::LOCK {
+                self.keyring.lock(&password).await
             } else {
                 let now = self.config.clock.boot_now();
-                ("unlock", self.keyring.unlock(&password, now).await)
+                self.keyring.unlock(&password, now).await
             };
             tracing::info!(pid = ?self.peer.pid, ok, action);
             self.audit_plain(action, ok).await;
@@ -280,6 +293,19 @@ impl Session {
 
     /// Applies the key's policy and confirmation; records refusals.
     async fn authorize(&self, entry: &Entry, request: &Requester<'_>) -> bool {
+        // Legacy SHA-1 signatures (made by the `rsa` crate, see deny.toml) are for local peers
+        // only, whatever the key's policy: the far end of a forwarded agent never gets one.
+        if request.algorithm == "ssh-rsa" && self.bindings.forwarded() {
+            tracing::info!(fingerprint = %entry.fingerprint, pid = ?self.peer.pid, "refused an ssh-rsa (SHA-1) signature over a forwarded connection");
+            self.audit(
+                entry,
+                "sign",
+                AuditOutcome::Refused,
+                request.detail(FORWARDED_SHA1),
+            )
+            .await;
+            return false;
+        }
         let mut confirm = entry.constraints.confirm;
         if let Some(stored) = &entry.policy {
             let now = self.config.clock.unix_now();
@@ -872,6 +898,36 @@ mod tests {
             wire::SUCCESS
         );
         assert_eq!(send(&mut f.session, &sign(&key)).await, wire::SIGN_RESPONSE);
+    }
+
+    #[tokio::test]
+    async fn forwarded_connections_cannot_lock_or_unlock() {
+        let mut f = fixture();
+        let key = ed25519();
+        send(&mut f.session, &add(&key, vec![])).await;
+        let mut forwarded = fixture();
+        forwarded.session.keyring = Arc::clone(&f.session.keyring);
+        let host = ed25519();
+        assert_eq!(
+            send(
+                &mut forwarded.session,
+                &bind_frame(&host, b"sid", true, false)
+            )
+            .await,
+            wire::SUCCESS
+        );
+        let lock = [22, 0, 0, 0, 2, b'p', b'w'];
+        let unlock = [23, 0, 0, 0, 2, b'p', b'w'];
+        assert_eq!(send(&mut forwarded.session, &lock).await, wire::FAILURE);
+        assert!(!f.session.keyring.is_locked());
+        assert_eq!(send(&mut f.session, &lock).await, wire::SUCCESS);
+        assert_eq!(send(&mut forwarded.session, &unlock).await, wire::FAILURE);
+        assert!(f.session.keyring.is_locked());
+        assert_eq!(send(&mut f.session, &unlock).await, wire::SUCCESS);
+        assert_eq!(
+            send(&mut forwarded.session, &sign(&key)).await,
+            wire::SIGN_RESPONSE
+        );
     }
 
     fn bind_frame(host: &PrivateKey, session_id: &[u8], forwarding: bool, tamper: bool) -> Vec<u8> {

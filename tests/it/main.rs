@@ -39,6 +39,7 @@ mod hardening_load_pipeline;
 mod hardening_memory;
 mod policy_destination;
 mod policy_exe_fork;
+mod policy_forwarded_lock;
 mod policy_forwarding;
 mod policy_hosts;
 mod policy_limits;
