@@ -265,6 +265,12 @@ pub struct HookOutcome {
 /// environment: `KEYWARD_CERT_ID`, `KEYWARD_CERT_OLD_ID`, `KEYWARD_CERT_SUBJECT`,
 /// `KEYWARD_CERT_THUMBPRINT` (SHA-1, upper-case hex), `KEYWARD_CERT_NOT_AFTER` (unix seconds),
 /// `KEYWARD_CERT_PATHS` (the export paths, `:`-separated).
+///
+/// The hook runs in a process group of its own. When its shell exits, or after
+/// [`HOOK_TIMEOUT`], the whole group is killed: a job it left in the background neither keeps the
+/// renewal waiting nor outlives the hook. Output is collected until then, and for at most
+/// [`PIPE_GRACE`] after: a process that left the group (`setsid`) with the pipes open cannot
+/// hold the renewal either.
 pub fn run_hook(
     command: &str,
     new_id: &str,
@@ -274,20 +280,35 @@ pub fn run_hook(
 ) -> HookOutcome {
     let paths = std::env::join_paths(paths)
         .map_or_else(|_| String::new(), |p| p.to_string_lossy().into_owned());
-    let child = std::process::Command::new("/bin/sh")
-        .arg("-c")
+    let mut cmd = std::process::Command::new("/bin/sh");
+    cmd.arg("-c")
         .arg(command)
         .env("KEYWARD_CERT_ID", new_id)
         .env("KEYWARD_CERT_OLD_ID", old_id)
         .env("KEYWARD_CERT_SUBJECT", &info.subject)
         .env("KEYWARD_CERT_THUMBPRINT", &info.sha1_thumbprint)
         .env("KEYWARD_CERT_NOT_AFTER", info.not_after.to_string())
-        .env("KEYWARD_CERT_PATHS", paths)
+        .env("KEYWARD_CERT_PATHS", paths);
+    run_group(cmd, HOOK_TIMEOUT)
+}
+
+/// How long a killed hook's pipes are read before its output is taken as it is.
+pub const PIPE_GRACE: Duration = Duration::from_secs(1);
+
+/// The most output kept from a hook.
+const HOOK_OUTPUT: usize = 4096;
+
+/// Runs `cmd` as the leader of a new process group, kills the group when the leader exits or
+/// `timeout` passes, and returns the leader's exit code and output.
+fn run_group(mut cmd: std::process::Command, timeout: Duration) -> HookOutcome {
+    use std::os::unix::process::CommandExt;
+    let spawned = cmd
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn();
-    let child = match child {
+    let mut child = match spawned {
         Ok(child) => child,
         Err(e) => {
             return HookOutcome {
@@ -296,42 +317,79 @@ pub fn run_hook(
             };
         }
     };
+    let Ok(leader) = i32::try_from(child.id()).map(nix::unistd::Pid::from_raw) else {
+        return HookOutcome {
+            exit_code: None,
+            output: "hook pid out of range".to_owned(),
+        };
+    };
+    let stdout = child.stdout.take().map(collect);
+    let stderr = child.stderr.take().map(collect);
+    // Wait for the leader to exit without reaping it: while it is an unreaped zombie its pid,
+    // which is also the group's id, cannot be reused, so killing the group below can only reach
+    // the hook's own processes.
     let (tx, rx) = std::sync::mpsc::channel();
-    let pid = child.id();
     std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
+        let flags = nix::sys::wait::WaitPidFlag::WEXITED | nix::sys::wait::WaitPidFlag::WNOWAIT;
+        let _ = tx.send(nix::sys::wait::waitid(
+            nix::sys::wait::Id::Pid(leader),
+            flags,
+        ));
     });
-    match rx.recv_timeout(HOOK_TIMEOUT) {
-        Ok(Ok(out)) => {
-            let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
-            output.push_str(&String::from_utf8_lossy(&out.stderr));
-            if output.len() > 4096 {
-                let mut cut = 4096;
-                while !output.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                output.truncate(cut);
-            }
-            HookOutcome {
-                exit_code: out.status.code(),
-                output,
-            }
+    let timed_out = rx.recv_timeout(timeout).is_err();
+    // ESRCH (nothing left in the group) is the usual case after a clean exit.
+    let _ = nix::sys::signal::killpg(leader, nix::sys::signal::Signal::SIGKILL);
+    let status = child.wait();
+    let deadline = std::time::Instant::now() + PIPE_GRACE;
+    let mut output = Vec::new();
+    for pipe in [stdout, stderr].into_iter().flatten() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if let Ok(bytes) = pipe.recv_timeout(left) {
+            output.extend_from_slice(&bytes);
         }
-        Ok(Err(e)) => HookOutcome {
+    }
+    output.truncate(HOOK_OUTPUT);
+    let mut output = String::from_utf8_lossy(&output).into_owned();
+    if timed_out {
+        if !output.is_empty() && !output.ends_with('\n') {
+            output.push('\n');
+        }
+        output.push_str(&format!("hook killed after {timeout:?}"));
+        return HookOutcome {
+            exit_code: None,
+            output,
+        };
+    }
+    match status {
+        Ok(status) => HookOutcome {
+            exit_code: status.code(),
+            output,
+        },
+        Err(e) => HookOutcome {
             exit_code: None,
             output: format!("hook failed: {e}"),
         },
-        Err(_) => {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(0)),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            HookOutcome {
-                exit_code: None,
-                output: format!("hook killed after {HOOK_TIMEOUT:?}"),
+    }
+}
+
+/// Reads `pipe` to its end on a thread, keeping the first [`HOOK_OUTPUT`] bytes.
+fn collect(mut pipe: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match pipe.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let room = HOOK_OUTPUT.saturating_sub(kept.len());
+                    kept.extend_from_slice(&buf[..n.min(room)]);
+                }
             }
         }
-    }
+        let _ = tx.send(kept);
+    });
+    rx
 }
 
 #[cfg(test)]
@@ -381,6 +439,99 @@ mod tests {
             CertFormat::Der
         );
         assert_eq!("DER".parse::<CertFormat>(), Ok(CertFormat::Der));
+    }
+
+    fn sh(command: &str) -> std::process::Command {
+        let mut cmd = std::process::Command::new("/bin/sh");
+        cmd.arg("-c").arg(command);
+        cmd
+    }
+
+    /// Still alive (not a zombie) a few seconds after it was killed: SIGKILL is delivered at
+    /// once, but the exit completes asynchronously.
+    fn alive(pid: &str) -> bool {
+        let live = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                !s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with(['Z', 'X'])
+            })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while live() {
+            if std::time::Instant::now() > deadline {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    fn pids(output: &str) -> Vec<String> {
+        output
+            .split_whitespace()
+            .filter(|w| w.chars().all(|c| c.is_ascii_digit()))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn a_background_job_neither_holds_the_hook_nor_outlives_it() {
+        let started = std::time::Instant::now();
+        let out = run_group(sh("sleep 1000 & echo $!; exit 0"), Duration::from_secs(30));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(out.exit_code, Some(0));
+        let pids = pids(&out.output);
+        assert_eq!(pids.len(), 1, "{out:?}");
+        assert!(
+            !alive(&pids[0]),
+            "the background sleep was killed with the group"
+        );
+    }
+
+    #[test]
+    fn the_timeout_kills_the_whole_group() {
+        let started = std::time::Instant::now();
+        let timeout = Duration::from_secs(1);
+        let out = run_group(sh("sleep 1000 & echo $!; sleep 1000"), timeout);
+        let took = started.elapsed();
+        assert!(took >= timeout, "{took:?}");
+        assert!(
+            took < timeout + PIPE_GRACE + Duration::from_secs(2),
+            "{took:?}"
+        );
+        assert_eq!(out.exit_code, None);
+        assert!(out.output.contains("hook killed after"), "{out:?}");
+        let pids = pids(&out.output);
+        assert_eq!(pids.len(), 1, "{out:?}");
+        assert!(
+            !alive(&pids[0]),
+            "the background sleep was killed with the group"
+        );
+    }
+
+    #[test]
+    fn an_escaped_process_holding_the_pipes_does_not_hold_the_hook() {
+        let started = std::time::Instant::now();
+        let out = run_group(
+            sh("setsid sleep 1000 & echo $!; exit 0"),
+            Duration::from_secs(30),
+        );
+        let took = started.elapsed();
+        assert!(took < PIPE_GRACE + Duration::from_secs(3), "{took:?}");
+        assert_eq!(out.exit_code, Some(0));
+        for pid in pids(&out.output) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid.parse().unwrap()),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod audit_trail;
 mod cert_atomic;
 mod cert_errors;
 mod cert_foreign;
+mod cert_hook_group;
 mod cert_persist;
 mod cert_renew;
 mod cert_seed;
