@@ -129,6 +129,16 @@ pub enum PolicyError {
     /// An export path that is not absolute (the daemon's working directory is not the user's).
     #[error("export path {0} must be absolute")]
     RelativeExport(PathBuf),
+    /// An export path in a directory other users can write to.
+    #[error(
+        "cannot export to {path}: its directory {why}, so another user could replace the certificate; choose a directory only you can write to"
+    )]
+    SharedExport {
+        /// The export path.
+        path: PathBuf,
+        /// What makes its directory shared.
+        why: String,
+    },
     /// The stored policy document is unreadable.
     #[error("stored renewal policy is unreadable: {0}")]
     Stored(String),
@@ -172,6 +182,16 @@ impl RenewalPolicy {
         if let Some(target) = self.exports.iter().find(|t| !t.path.is_absolute()) {
             return Err(PolicyError::RelativeExport(target.path.clone()));
         }
+        for target in &self.exports {
+            if let Some(dir) = target.path.parent()
+                && let Some(why) = crate::files::shared_directory(dir)
+            {
+                return Err(PolicyError::SharedExport {
+                    path: target.path.clone(),
+                    why,
+                });
+            }
+        }
         Ok(())
     }
 
@@ -210,14 +230,15 @@ impl RenewalPolicy {
     }
 }
 
-/// Checks that every export target can be written (its directory exists), so a renewal whose
-/// exports would fail is refused before anything changes.
+/// Checks that every export target can be written (its directory exists, and no other user can
+/// write to it), so a renewal whose exports would fail is refused before anything changes.
 pub fn check_exports(targets: &[ExportTarget]) -> Result<(), ExportError> {
     for target in targets {
         let dir = target.path.parent().unwrap_or(Path::new("/"));
         if !dir.is_dir() {
             return Err(ExportError::MissingDirectory(target.path.clone()));
         }
+        crate::files::check_target_dir(&target.path).map_err(ExportError::Write)?;
     }
     Ok(())
 }

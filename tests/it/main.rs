@@ -21,6 +21,7 @@ mod agent_sockets;
 mod audit_trail;
 mod cert_atomic;
 mod cert_errors;
+mod cert_export_dirs;
 mod cert_foreign;
 mod cert_hook_group;
 mod cert_persist;
