@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::agent::frame::{self, FrameError};
+use crate::agent::senders::{SenderReader, Senders};
 use crate::agent::session::Peer;
 use crate::agent::{AgentConfig, Keyring, Session};
 
@@ -29,6 +30,9 @@ pub struct Deps {
 
 /// Serves the agent protocol on `listener` until `shutdown` completes.
 pub async fn run(listener: UnixListener, shutdown: impl Future<Output = ()>, deps: Deps) {
+    if let Err(e) = crate::agent::senders::pass_credentials(&listener) {
+        tracing::warn!(error = %e, "cannot ask for the writer of each request (SO_PASSCRED)");
+    }
     let reaper = tokio::spawn(expire_keys(
         Arc::clone(&deps.keyring),
         Arc::clone(&deps.config),
@@ -94,7 +98,9 @@ pub(crate) fn admit(stream: &UnixStream, uid: u32) -> Option<Peer> {
 async fn serve_connection(mut stream: UnixStream, peer: Peer, deps: Deps) {
     let mut session = Session::new(deps.keyring, deps.config, peer);
     loop {
-        let frame = match frame::read_frame(&mut stream, BODY_DEADLINE).await {
+        let mut senders = Senders::default();
+        let mut reader = SenderReader::new(&stream, &mut senders);
+        let frame = match frame::read_frame(&mut reader, BODY_DEADLINE).await {
             // Frames can carry private keys (add identity): wipe each one after use.
             Ok(Some(frame)) => zeroize::Zeroizing::new(frame),
             Ok(None) => return,
@@ -103,6 +109,7 @@ async fn serve_connection(mut stream: UnixStream, peer: Peer, deps: Deps) {
                 return;
             }
         };
+        session.written_by(senders);
         let reply = session.handle(&frame).await;
         if let Err(e) = frame::write_frame(&mut stream, reply.as_bytes()).await {
             tracing::debug!(error = %e, "client went away before its reply");

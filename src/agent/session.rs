@@ -17,6 +17,7 @@ use zeroize::Zeroizing;
 use crate::agent::bind::Bindings;
 use crate::agent::confirm;
 use crate::agent::keyring::{Constraints, Entry, Keyring};
+use crate::agent::senders::Senders;
 use crate::agent::wire::{self, Reply};
 use crate::audit::Auditor;
 use crate::clock::Clock;
@@ -92,6 +93,8 @@ pub struct Session {
     /// The peer's process and its parents, read from `/proc` once per connection on its first
     /// signature (the first entry's executable is replaced by a fresh read at each request).
     lineage: std::sync::OnceLock<Arc<Vec<policy::peer::Process>>>,
+    /// Who wrote the request being handled, as the kernel reported it.
+    senders: Senders,
 }
 
 impl Session {
@@ -104,7 +107,13 @@ impl Session {
             bindings: Bindings::default(),
             connected: peer.pid.and_then(policy::peer::Snapshot::read),
             lineage: std::sync::OnceLock::new(),
+            senders: Senders::Unknown,
         }
+    }
+
+    /// Records who wrote the next request (from [`crate::agent::senders::SenderReader`]).
+    pub fn written_by(&mut self, senders: Senders) {
+        self.senders = senders;
     }
 
     /// Handles one request frame and returns the reply payload.
@@ -226,7 +235,19 @@ impl Session {
         }));
         // Who holds the connection now: one readlink and one small read per request.
         let current = self.peer.pid.and_then(policy::peer::Snapshot::read);
-        let continuity = policy::peer::Continuity::of(self.connected.as_ref(), current.as_ref());
+        // And whether the kernel saw another process write the request.
+        let continuity =
+            match policy::peer::Continuity::of(self.connected.as_ref(), current.as_ref()) {
+                policy::peer::Continuity::Same => self
+                    .peer
+                    .pid
+                    .and_then(|pid| self.senders.other_than(pid))
+                    .map_or(
+                        policy::peer::Continuity::Same,
+                        policy::peer::Continuity::OtherWriter,
+                    ),
+                changed => changed,
+            };
         let request = Requester::of(
             self.peer,
             Caller {

@@ -5,8 +5,9 @@
 //! request. A [`Snapshot`] taken at connect time and again before every signature tells whether
 //! that process has since exec'd another program or exited (its pid possibly reused, which its
 //! start time reveals), so a program cannot connect, then exec an allowed executable and send the
-//! request from a forked child. What stays open: a forked child of a process that is still running
-//! its original, allowed executable sends with that process's identity.
+//! request from a forked child. Where the kernel tells who wrote each request
+//! ([`crate::agent::senders`]), a request written by any other process than the one that
+//! connected is caught as well, even if that one still runs an allowed executable.
 
 use serde::{Deserialize, Serialize};
 
@@ -91,6 +92,8 @@ pub enum Continuity {
     Gone,
     /// Not known: no pid from the kernel, or `/proc` unreadable at connect time.
     Unknown,
+    /// The kernel says another process wrote the request (a forked child, say): why.
+    OtherWriter(String),
 }
 
 impl Continuity {
@@ -123,6 +126,7 @@ impl Continuity {
                     .to_owned(),
             ),
             Self::Unknown => Some("the connecting process could not be identified".to_owned()),
+            Self::OtherWriter(why) => Some(why.clone()),
         }
     }
 }

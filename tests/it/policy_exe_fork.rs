@@ -18,7 +18,10 @@ use crate::util::{Output, clean_command, require_tool, run, write_script};
 /// - `plain`: signs itself;
 /// - `exec`: forks; the parent execs `argv[4:]` once the child is ready, the child waits until
 ///   the parent runs `argv[4]` and sends the sign request, then kills the parent;
-/// - `exit`: forks; the parent exits, the child waits for that and sends the request.
+/// - `exit`: forks; the parent exits, the child waits for that and sends the request;
+/// - `child`: forks; the parent, still running, waits while the child sends the request;
+/// - `race`: as `exec` but without the first round trip: the parent may run ssh before the
+///   agent has even accepted the connection.
 ///
 /// Prints the reply's message type (14 signed, 5 refused).
 const ATTACKER: &str = r#"
@@ -46,7 +49,8 @@ def wait_for(cond):
 
 s = socket.socket(socket.AF_UNIX)
 s.connect(path)
-assert request(s, bytes([11]))[0] == 12
+if mode != "race":
+    assert request(s, bytes([11]))[0] == 12
 if mode == "plain":
     print(sign(s))
     sys.exit(0)
@@ -55,6 +59,9 @@ pid = os.fork()
 if pid:
     if mode == "exit":
         os._exit(0)
+    if mode == "child":
+        os.waitpid(pid, 0)
+        sys.exit(0)
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
@@ -76,6 +83,8 @@ def runs(exe):
 if mode == "exit":
     wait_for(gone)
     print(sign(s))
+elif mode == "child":
+    print(sign(s))
 else:
     wait_for(lambda: runs(sys.argv[4]))
     reply = sign(s)
@@ -94,8 +103,13 @@ fn attacker(env: &Env, python: &Path, key: &StoredKey, mode: &str, exec: &[Strin
         .args(exec))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// Lower-case hex, for passing key blobs on a command line.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
 }
 
 /// The attacker's verdict (its exit status is ssh's when its parent exec'd ssh and was killed).
@@ -184,6 +198,17 @@ fn exe_rule_refuses_a_connection_handed_to_a_forked_child() {
         "{record}"
     );
 
+    // The parent still runs python, unchanged: the kernel says the child wrote the request.
+    let out = attacker(&env, &python, &key, "child", &[]);
+    assert_reply(&out, 5, "forked child of a still-running python");
+    let record = last_sign(&env, "sshonly");
+    assert!(
+        record["detail"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("written by pid")),
+        "{record}"
+    );
+
     // The same child with the python rule: the parent that exec'd ssh no longer qualifies either.
     env.kw_ok(&[
         "policy",
@@ -194,6 +219,13 @@ fn exe_rule_refuses_a_connection_handed_to_a_forked_child() {
     ]);
     let out = attacker(&env, &python, &key, "exec", &hanging_ssh(port));
     assert_reply(&out, 5, "python rule, parent exec'd ssh");
+
+    // With the ssh rule, racing the accept: the child's request is refused whoever wins.
+    env.kw_ok(&["policy", "set", "sshonly", "--exe", &ssh]);
+    for _ in 0..3 {
+        let out = attacker(&env, &python, &key, "race", &hanging_ssh(port));
+        assert_reply(&out, 5, "exec before the agent accepted");
+    }
     drop(silent);
 }
 

@@ -5,6 +5,7 @@
 //! works over the forwarded agent. The refusals are audited with the reason.
 
 use crate::env::Env;
+use crate::policy_exe_fork::hex;
 use crate::policy_hosts::{Hosts, audit_records, exe_path, stored_key};
 use crate::util::{KeyType, keygen};
 use crate::wire::{Client, SSH_AGENT_SUCCESS, SSH2_AGENT_SIGN_RESPONSE, parse_sign_response};
@@ -42,10 +43,6 @@ print("near_lock=%d" % request(near, bytes([22]) + string(b"users-password"))[0]
 print("far_unlock=%d" % request(far, bytes([23]) + string(b"users-password"))[0])
 print("near_unlock=%d" % request(near, bytes([23]) + string(b"users-password"))[0])
 "#;
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 #[test]
 fn forwarded_connection_cannot_lock_unlock_or_get_sha1() {
