@@ -13,8 +13,8 @@ use crate::util::poll_until;
 /// The hook's timeout (`rotation::HOOK_TIMEOUT`).
 const HOOK_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Live (not zombie) processes in process group `pgid`.
-fn group_members(pgid: u32) -> Vec<u32> {
+/// Live (not zombie) processes in process group `group`.
+fn group_members(group: u32) -> Vec<u32> {
     let mut members = Vec::new();
     for entry in fs::read_dir("/proc").expect("read /proc").flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -28,7 +28,10 @@ fn group_members(pgid: u32) -> Vec<u32> {
         };
         let fields: Vec<&str> = rest.split_whitespace().collect();
         // After the name: state (field 3), ppid (4), pgrp (5).
-        if fields.len() > 2 && fields[0] != "Z" && fields[0] != "X" && fields[2] == pgid.to_string()
+        if fields.len() > 2
+            && fields[0] != "Z"
+            && fields[0] != "X"
+            && fields[2] == group.to_string()
         {
             members.push(pid);
         }
