@@ -112,10 +112,12 @@ pub fn parse_hours(text: &str) -> Result<TimeWindow, String> {
     })
 }
 
-/// A purpose flag: `login`, or an SSHSIG namespace (`git`, `file`, `*`).
+/// A purpose flag: `login`, `x509` (issuing certificates), or an SSHSIG namespace (`git`,
+/// `file`, `*`).
 pub fn parse_purpose(text: &str) -> Purpose {
     match text {
         "login" => Purpose::Login,
+        "x509" => Purpose::X509,
         other => Purpose::Sshsig(other.strip_prefix("sshsig:").unwrap_or(other).to_owned()),
     }
 }
@@ -170,6 +172,7 @@ pub fn format_policy(key: &str, p: &Policy) -> String {
         .map(|p| match p {
             Purpose::Login => "login".to_owned(),
             Purpose::Sshsig(ns) => format!("sshsig:{ns}"),
+            Purpose::X509 => "x509".to_owned(),
         })
         .collect();
     let hours = p.hours.as_ref().map_or_else(
@@ -274,6 +277,7 @@ mod tests {
         assert!(parse_hours("xyz 08:00-09:00").is_err());
         assert_eq!(parse_purpose("git"), Purpose::Sshsig("git".into()));
         assert_eq!(parse_purpose("login"), Purpose::Login);
+        assert_eq!(parse_purpose("x509"), Purpose::X509);
         assert_eq!(parse_since("12"), Ok(Since::Seq(12)));
         assert_eq!(
             parse_since("1h"),

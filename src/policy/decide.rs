@@ -197,6 +197,7 @@ fn check(policy: &Policy, ctx: &Context<'_>) -> Result<(), Refusal> {
             (Purpose::Sshsig(want), SignedData::Sshsig { namespace }) => {
                 want == "*" || want == namespace
             }
+            (Purpose::X509, SignedData::X509 { .. }) => true,
             _ => false,
         });
         if !allowed {
@@ -249,11 +250,12 @@ pub fn describe(data: &SignedData) -> String {
     match data {
         SignedData::Userauth { user, .. } => format!("login as {user}"),
         SignedData::Sshsig { namespace } => format!("sshsig namespace {namespace}"),
+        SignedData::X509 { subject } => format!("x509 certificate {subject}"),
         SignedData::Other => "other data".to_owned(),
     }
 }
 
-fn in_window(window: &crate::policy::TimeWindow, now: u64) -> bool {
+pub(super) fn in_window(window: &crate::policy::TimeWindow, now: u64) -> bool {
     let local = i64::try_from(now).unwrap_or(i64::MAX) + i64::from(window.utc_offset_minutes) * 60;
     let days = local.div_euclid(86_400);
     // 1970-01-01 was a Thursday (weekday 3 with Monday = 0).

@@ -6,10 +6,12 @@
 //! or an `SSHSIG` signature in some namespace) from the data to be signed, and [`peer`] who asks.
 
 mod decide;
+mod loosen;
 pub mod peer;
 pub mod request;
 
 pub use decide::{Context, Decision, Refusal, Usage, decide, describe};
+pub use loosen::loosened;
 
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +49,8 @@ pub enum Purpose {
     Login,
     /// `ssh-keygen -Y sign` in this namespace (`git`, `file`, ...); `*` for any.
     Sshsig(String),
+    /// Signing an X.509 certificate (`keyward cert create`, renewals).
+    X509,
 }
 
 /// A key's policy. Every field's default allows, except SHA-1 signatures, which OpenSSH's own

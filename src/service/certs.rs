@@ -297,7 +297,7 @@ impl Service {
             .collect()
     }
 
-    fn policy(&self, id: CertId) -> Result<RenewalPolicy, ServiceError> {
+    pub(super) fn policy(&self, id: CertId) -> Result<RenewalPolicy, ServiceError> {
         Ok(match self.store()?.get_renewal(id)? {
             Some(value) => RenewalPolicy::from_json(value)?,
             None => self.defaults.renewal.clone(),
@@ -305,7 +305,7 @@ impl Service {
     }
 
     /// A certificate by full id or unique id prefix.
-    fn find_cert(&self, wanted: &str) -> Result<CertRecord, ServiceError> {
+    pub(super) fn find_cert(&self, wanted: &str) -> Result<CertRecord, ServiceError> {
         let store = self.store()?;
         if let Ok(id) = wanted.parse::<CertId>() {
             return store

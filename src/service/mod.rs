@@ -11,7 +11,10 @@ use ssh_key::PrivateKey;
 use zeroize::Zeroizing;
 
 mod certs;
+mod guard;
 mod policy;
+
+pub use guard::Caller;
 
 use crate::agent::Keyring;
 use crate::agent::keyring::{Constraints, Entry, SignerLoader, SignerSlot};
@@ -79,6 +82,14 @@ pub enum ServiceError {
     /// A key policy is invalid.
     #[error(transparent)]
     KeyPolicy(#[from] crate::policy::PolicyError),
+    /// The request needs the store passphrase.
+    #[error(
+        "{0} needs the store passphrase: the keyward CLI asks for it (or reads --store-passphrase-file)"
+    )]
+    PassphraseRequired(String),
+    /// The user declined at the confirmation prompt (or no askpass program could ask).
+    #[error("{0} was not confirmed (declined at the prompt, or no askpass program to ask)")]
+    Declined(String),
     /// A renewal would be due again at once.
     #[error(
         "the renewed certificate would be valid for {days} days, not more than renew-before: set a longer validity (`keyward cert policy ID --days N`) or a shorter renew-before"
@@ -104,6 +115,8 @@ impl ServiceError {
             ) => ErrorKind::Exists,
             Self::Store(StoreError::Sealed { .. }) => ErrorKind::Sealed,
             Self::Store(StoreError::WrongPassphrase { .. }) => ErrorKind::WrongPassphrase,
+            Self::PassphraseRequired(_) => ErrorKind::PassphraseRequired,
+            Self::Declined(_) => ErrorKind::Declined,
             Self::Store(StoreError::Locked) | Self::AgentLocked => ErrorKind::Locked,
             Self::Store(StoreError::InvalidName { .. })
             | Self::Key(_)
@@ -195,6 +208,10 @@ pub struct Service {
     auditor: Option<crate::audit::Auditor>,
     /// Configured defaults.
     pub(crate) defaults: Defaults,
+    /// Serialises passphrase checks and slows wrong guesses.
+    gate: guard::Gate,
+    /// The program that confirms private-key exports of keys whose policy says confirm.
+    askpass: Option<std::path::PathBuf>,
 }
 
 impl Service {
@@ -218,7 +235,17 @@ impl Service {
             renewals_changed: tokio::sync::Notify::new(),
             auditor,
             defaults: Defaults::default(),
+            gate: guard::Gate::default(),
+            askpass: None,
         }
+    }
+
+    /// Confirms exports of keys whose policy says confirm through `askpass` (an `SSH_ASKPASS`
+    /// program); without one such exports are refused.
+    #[must_use]
+    pub fn with_askpass(mut self, askpass: Option<std::path::PathBuf>) -> Self {
+        self.askpass = askpass;
+        self
     }
 
     /// Applies configured defaults.
@@ -236,38 +263,23 @@ impl Service {
         self.auditor.clone()
     }
 
-    /// Answers one request; failures become a typed error response.
+    /// Answers one request made by this process (the CLI on its own store, the daemon at
+    /// start-up); see [`handle_from`](Self::handle_from).
     pub fn handle(&self, request: Request) -> Response {
-        match self.dispatch(request) {
-            Ok(response) => response,
-            Err(e) => Response::Error {
-                kind: e.kind(),
-                message: error_chain(&e),
-            },
-        }
+        self.handle_from(request, &Caller::this_process())
     }
 
     pub(crate) fn store(&self) -> Result<&Arc<dyn Store>, ServiceError> {
         self.store.as_ref().ok_or(ServiceError::NoStore)
     }
 
-    fn dispatch(&self, request: Request) -> Result<Response, ServiceError> {
+    fn dispatch(&self, request: Request, caller: &Caller) -> Result<Response, ServiceError> {
         let now = self.clock.unix_now();
         Ok(match request {
             Request::Status => Response::Status(self.status()?),
             Request::Unlock { passphrase } => {
-                let unsealed = self.store()?.unseal(passphrase.as_bytes());
-                self.audit(
-                    now,
-                    None,
-                    if unsealed.is_ok() {
-                        "unseal"
-                    } else {
-                        "unseal refused"
-                    },
-                    serde_json::json!({}),
-                );
-                unsealed?;
+                let store = self.store()?;
+                self.gated(|| store.unseal(passphrase.as_bytes()))?;
                 let loaded = self.load_stored_keys()?;
                 tracing::info!(keys = loaded, "store unsealed");
                 Response::Ok
@@ -284,11 +296,14 @@ impl Service {
                 Response::Ok
             }
             Request::ChangePassphrase { old, new } => {
-                self.store()?.change_passphrase(
-                    old.as_bytes(),
-                    new.as_ref().map(|n| n.as_bytes()),
-                    crate::store::KdfParams::default(),
-                )?;
+                let store = self.store()?;
+                self.gated(|| {
+                    store.change_passphrase(
+                        old.as_bytes(),
+                        new.as_ref().map(|n| n.as_bytes()),
+                        crate::store::KdfParams::default(),
+                    )
+                })?;
                 Response::Ok
             }
             Request::KeyGenerate {
@@ -322,11 +337,23 @@ impl Service {
             | Request::PolicyTest { .. }
             | Request::AuditRead { .. }
             | Request::AuditVerify) => self.policy_request(policy, now)?,
-            other => self.key_request(other, now)?,
+            Request::Authorized { .. } => {
+                return Err(ServiceError::KeyPolicy(
+                    crate::policy::PolicyError::Invalid(
+                        "an authorised request inside another".into(),
+                    ),
+                ));
+            }
+            other => self.key_request(other, now, caller)?,
         })
     }
 
-    fn key_request(&self, request: Request, now: u64) -> Result<Response, ServiceError> {
+    fn key_request(
+        &self,
+        request: Request,
+        now: u64,
+        caller: &Caller,
+    ) -> Result<Response, ServiceError> {
         Ok(match request {
             Request::KeyList => Response::Keys {
                 keys: self
@@ -340,6 +367,7 @@ impl Service {
             Request::KeyPrivate { key } => {
                 let store = self.store()?;
                 let info = store.get_key(&key)?;
+                self.confirm_export(&info, caller)?;
                 let private = self.private_key(&info)?;
                 let openssh = private
                     .to_openssh(ssh_key::LineEnding::LF)
