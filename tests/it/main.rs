@@ -31,6 +31,7 @@ mod cli_keys_import;
 mod cli_keys_login;
 mod cli_keys_seed;
 mod cli_start;
+mod control_privilege;
 mod fuzz_corpus;
 mod hardening_attacks;
 mod hardening_load;
