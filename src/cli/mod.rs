@@ -101,10 +101,8 @@ impl Backend {
                 passphrase_file, ..
             } => passphrase_file.clone(),
         };
-        if file.is_none() {
-            eprintln!("keyward: {message}");
-        }
-        let passphrase = passphrase::obtain(file.as_deref(), "Store passphrase: ")?;
+        let passphrase = passphrase::obtain(file.as_deref(), "Store passphrase: ")
+            .with_context(|| message.clone())?;
         check(self.send(&|| Request::Authorized {
             passphrase: passphrase.clone(),
             request: Box::new(request()),

@@ -303,6 +303,8 @@ pub enum ErrorKind {
     PassphraseRequired,
     /// The user declined at the confirmation prompt.
     Declined,
+    /// The key's policy refuses the signature the request needs.
+    Refused,
     /// The agent is locked (`ssh-add -x`): unlock it with `ssh-add -X`.
     Locked,
     /// The request is invalid.

@@ -9,6 +9,7 @@ mod decide;
 mod loosen;
 pub mod peer;
 pub mod request;
+pub mod tally;
 
 pub use decide::{Context, Decision, Refusal, Usage, decide, describe};
 pub use loosen::loosened;
@@ -62,7 +63,8 @@ pub struct Policy {
     pub confirm: bool,
     /// Usable for this many seconds after it is loaded (agent start or unseal).
     pub lifetime_secs: Option<u64>,
-    /// At most this many signatures in all (counted since the agent loaded the key).
+    /// At most this many signatures in all (counted per key, across unloads and restarts; see
+    /// [`tally`]).
     pub max_signatures: Option<u64>,
     /// Rate limit.
     pub rate: Option<RateLimit>,

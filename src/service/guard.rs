@@ -53,12 +53,12 @@ impl Caller {
         )
     }
 
-    fn exe(&self) -> Option<&str> {
+    pub(super) fn exe(&self) -> Option<&str> {
         self.chain.first().and_then(|p| p.exe.as_deref())
     }
 
     /// The audit record's view of the caller.
-    fn detail(&self) -> Value {
+    pub(super) fn detail(&self) -> Value {
         json!({ "uid": self.uid, "pid": self.pid, "exe": self.exe(), "parents": self.chain })
     }
 
@@ -350,7 +350,7 @@ impl Service {
 
 /// Runs the askpass confirmation from the synchronous service: on the daemon's blocking pool
 /// through its runtime, in the CLI on a small runtime of its own.
-fn ask(askpass: Option<&std::path::Path>, prompt: &str) -> bool {
+pub(super) fn ask(askpass: Option<&std::path::Path>, prompt: &str) -> bool {
     let asked = crate::agent::confirm::confirm(askpass, prompt);
     match tokio::runtime::Handle::try_current() {
         Ok(handle) => handle.block_on(asked),

@@ -13,6 +13,7 @@ use zeroize::Zeroizing;
 mod certs;
 mod guard;
 mod policy;
+mod x509;
 
 pub use guard::Caller;
 
@@ -51,6 +52,9 @@ pub enum ServiceError {
     /// The operation needs the running agent.
     #[error("no agent is running to serve the key: start one with `keyward start`")]
     NoAgent,
+    /// The key's policy refused to sign.
+    #[error("the key's policy refuses: {0}")]
+    PolicyRefused(crate::policy::Refusal),
     /// A certificate could not be made, read or used.
     #[error(transparent)]
     Cert(#[from] crate::certs::CertError),
@@ -116,6 +120,7 @@ impl ServiceError {
             Self::Store(StoreError::Sealed { .. }) => ErrorKind::Sealed,
             Self::Store(StoreError::WrongPassphrase { .. }) => ErrorKind::WrongPassphrase,
             Self::PassphraseRequired(_) => ErrorKind::PassphraseRequired,
+            Self::PolicyRefused(_) => ErrorKind::Refused,
             Self::Declined(_) => ErrorKind::Declined,
             Self::Store(StoreError::Locked) | Self::AgentLocked => ErrorKind::Locked,
             Self::Store(StoreError::InvalidName { .. })
@@ -331,7 +336,7 @@ impl Service {
             | Request::CertShow { .. }
             | Request::CertRenew { .. }
             | Request::CertPolicy { .. }
-            | Request::CertCheck { .. }) => self.cert_request(cert, now)?,
+            | Request::CertCheck { .. }) => self.cert_request(cert, now, caller)?,
             policy @ (Request::PolicySet { .. }
             | Request::PolicyShow { .. }
             | Request::PolicyTest { .. }
@@ -384,6 +389,9 @@ impl Service {
                 let info = store.get_key(&key)?;
                 let view = self.view(&info)?;
                 store.delete_key(info.id)?;
+                if let Err(e) = store.put_usage(info.id, None, false) {
+                    tracing::warn!(key = %info.name, error = %e, "cannot forget a deleted key's usage");
+                }
                 if let Some(ring) = &self.keyring {
                     ring.unload(&keys::public_blob(info.public.key_data())?);
                 }
@@ -440,6 +448,18 @@ impl Service {
         key: &PrivateKey,
         now: u64,
     ) -> Result<KeyView, ServiceError> {
+        self.put_with_policy(name, key, now, None)
+    }
+
+    /// Stores a new key with policy document `policy` (if any) and, in the daemon, serves it
+    /// under that policy.
+    pub(crate) fn put_with_policy(
+        &self,
+        name: &str,
+        key: &PrivateKey,
+        now: u64,
+        policy: Option<&serde_json::Value>,
+    ) -> Result<KeyView, ServiceError> {
         // Refuse keys the agent could not sign with before they are stored.
         Signer::from_keypair(key.key_data())?;
         let private = key.to_openssh(ssh_key::LineEnding::LF).map_err(|source| {
@@ -458,6 +478,13 @@ impl Service {
             },
             now,
         )?;
+        if let Some(policy) = policy
+            && let Err(e) = store.put_policy(id, policy)
+        {
+            // Never leave the key stored without the policy it was meant to have.
+            let _ = store.delete_key(id);
+            return Err(e.into());
+        }
         let info = store.key(id)?;
         if self.keyring.is_some() {
             self.serve(&info)?;
@@ -515,13 +542,23 @@ impl Service {
             Some(value) => crate::policy::Policy::from_json(value)?,
             None => self.defaults.policy.clone(),
         };
-        Ok(Entry::new(
+        let now = self.clock.unix_now();
+        let entry = Entry::new(
             info.public.key_data(),
             info.comment.clone(),
             SignerSlot::lazy(loader),
             Constraints::default(),
         )?
-        .with_policy(Some(info.id), policy, self.clock.unix_now()))
+        .with_policy(Some(info.id), policy, now);
+        // Limits count per key, across unloads and restarts.
+        if let Some(stored) = &entry.policy {
+            *stored
+                .usage
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                self.stored_usage(info.id, now)?;
+        }
+        Ok(entry)
     }
 
     pub(crate) fn is_loaded(&self, info: &KeyInfo) -> Result<bool, ServiceError> {
