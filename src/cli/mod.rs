@@ -103,6 +103,12 @@ impl Backend {
         };
         let passphrase = passphrase::obtain(file.as_deref(), "Store passphrase: ")
             .with_context(|| message.clone())?;
+        if let Self::Local { service, .. } = self {
+            // The store opened here is sealed: the same passphrase unseals it, asked once.
+            let _ = service.handle(Request::Unlock {
+                passphrase: passphrase.clone(),
+            });
+        }
         check(self.send(&|| Request::Authorized {
             passphrase: passphrase.clone(),
             request: Box::new(request()),

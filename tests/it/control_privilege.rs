@@ -395,3 +395,147 @@ fn exporting_a_confirm_key_asks_first() {
         records[3]
     );
 }
+
+#[test]
+fn every_request_that_changes_state_or_reveals_a_secret_is_audited_with_its_caller() {
+    let env = Env::with_passphrase();
+    let pass = env.pass_file(STORE_PASS);
+    let _agent = env.start_agent(&["--passphrase-file", &pass]);
+    let kw = |args: &[&str]| {
+        run(env
+            .kw_command()
+            .env("KEYWARD_PASSPHRASE_FILE", &pass)
+            .args(args))
+        .assert_success(&format!("keyward {}", args.join(" ")))
+        .stdout
+        .clone()
+    };
+    kw(&["key", "generate", "-t", "rsa", "-n", "a"]);
+    let imported = env.path("imported");
+    env.ssh_keygen(&["-q", "-t", "ed25519", "-N", "", "-f", &imported])
+        .assert_success("ssh-keygen");
+    kw(&["key", "import", &imported, "-n", "b"]);
+    kw(&["key", "comment", "b", "new comment"]);
+    kw(&["key", "load", "b"]);
+    kw(&[
+        "key",
+        "export",
+        "b",
+        "--private",
+        "--out",
+        &env.path("b.key"),
+    ]);
+    kw(&["policy", "set", "b", "--confirm"]);
+    kw(&["policy", "clear", "b"]);
+    let cert = env.create("a", 90, &[]);
+    let id = cert["id"].as_str().expect("id").to_owned();
+    kw(&["cert", "renew", &id]);
+    kw(&["cert", "policy", &id, "--days", "120"]);
+    let pem = env.path("foreign.pem");
+    env.openssl_ok(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &env.path("foreign.key"),
+        "-out",
+        &pem,
+        "-days",
+        "30",
+        "-subj",
+        "/CN=foreign",
+    ]);
+    kw(&["cert", "import", &pem]);
+    kw(&["seal"]);
+    kw(&["unlock", "--passphrase-file", &pass]);
+    kw(&["key", "rename", "a", "c"]);
+    let new = env.pass_file("a brand new passphrase");
+    kw(&[
+        "passwd",
+        "--old-passphrase-file",
+        &pass,
+        "--new-passphrase-file",
+        &new,
+    ]);
+    let cli = fs::canonicalize(cli_bin())
+        .expect("cli")
+        .display()
+        .to_string();
+    let records = audit_records(&env, None);
+    for op in [
+        "key_generate",
+        "key_import",
+        "key_comment",
+        "key_load",
+        "key_private",
+        "policy_set",
+        "cert_create",
+        "cert_renew",
+        "cert_policy",
+        "cert_import",
+        "seal",
+        "unlock",
+        "change_passphrase",
+    ] {
+        // The last: the agent's own unseal at start-up is recorded too, as the agent's.
+        let allowed = records
+            .iter()
+            .rfind(|r| r["action"] == format!("control.{op}") && r["outcome"] == "allowed")
+            .unwrap_or_else(|| panic!("no allowed control.{op} record: {records:#?}"));
+        let caller = &allowed["detail"]["caller"];
+        assert_eq!(caller["exe"], cli, "{allowed}");
+        assert!(caller["pid"].as_u64().is_some_and(|p| p > 1), "{allowed}");
+        assert_eq!(caller["uid"], nix::unistd::getuid().as_raw(), "{allowed}");
+        let parents = caller["parents"].as_array().expect("parents");
+        assert_eq!(parents[0]["exe"], cli, "{allowed}");
+        assert_eq!(
+            parents[1]["exe"],
+            our_exe(),
+            "the test process ran the CLI: {allowed}"
+        );
+    }
+    // The new passphrase was checked (the old one no longer authorises).
+    let renamed = raw(
+        &env,
+        authorized(
+            STORE_PASS,
+            json!({ "op": "key_rename", "key": "c", "new_name": "d" }),
+        ),
+    );
+    assert_refused(&renamed, "wrong_passphrase");
+    let text = records.iter().map(Value::to_string).collect::<String>();
+    assert!(!text.contains(STORE_PASS) && !text.contains("PRIVATE KEY"));
+}
+
+#[test]
+fn offline_the_cli_asks_once_and_privileged_requests_work() {
+    let env = Env::with_passphrase();
+    let pass = env.pass_file(STORE_PASS);
+    let kw = |args: &[&str]| {
+        run(env
+            .kw_command()
+            .env("KEYWARD_PASSPHRASE_FILE", &pass)
+            .args(args))
+    };
+    kw(&["key", "generate", "-t", "ed25519", "-n", "off"]).assert_success("generate offline");
+    kw(&["policy", "set", "off", "--deny-forwarding"]).assert_success("tighten offline");
+    kw(&["policy", "clear", "off"]).assert_success("clear offline");
+    kw(&[
+        "key",
+        "export",
+        "off",
+        "--private",
+        "--out",
+        &env.path("off.key"),
+    ])
+    .assert_success("private export offline");
+    let wrong = env.pass_file("nope");
+    let out = run(env
+        .kw_command()
+        .env("KEYWARD_PASSPHRASE_FILE", &wrong)
+        .args(["key", "delete", "off", "--yes"]));
+    out.assert_failure("delete offline with a wrong passphrase");
+    assert_eq!(env.key_names(), ["off"]);
+}
