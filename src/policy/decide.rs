@@ -239,11 +239,11 @@ fn check(policy: &Policy, ctx: &Context<'_>) -> Result<(), Refusal> {
     }
     if !policy.purposes.is_empty() {
         let allowed = policy.purposes.iter().any(|p| match (p, ctx.data) {
-            (Purpose::Login, SignedData::Userauth { .. }) => true,
+            (Purpose::Login, SignedData::Userauth { .. })
+            | (Purpose::X509, SignedData::X509 { .. }) => true,
             (Purpose::Sshsig(want), SignedData::Sshsig { namespace }) => {
                 want == "*" || want == namespace
             }
-            (Purpose::X509, SignedData::X509 { .. }) => true,
             _ => false,
         });
         if !allowed {

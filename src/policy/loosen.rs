@@ -122,6 +122,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::too_many_lines)] // one table
     fn each_field_loosens_and_tightens_as_documented() {
         let git = Purpose::Sshsig("git".into());
         let any = Purpose::Sshsig("*".into());

@@ -253,15 +253,15 @@ impl Service {
 
     /// The stored key a request names, if it names one that exists.
     fn target_key(&self, request: &Request) -> Option<KeyId> {
-        let name = match request {
-            Request::KeyPrivate { key }
-            | Request::KeyDelete { key }
-            | Request::KeyRename { key, .. }
-            | Request::KeyComment { key, .. }
-            | Request::KeyLoad { key }
-            | Request::CertCreate { key, .. }
-            | Request::PolicySet { key, .. } => key,
-            _ => return None,
+        let (Request::KeyPrivate { key: name }
+        | Request::KeyDelete { key: name }
+        | Request::KeyRename { key: name, .. }
+        | Request::KeyComment { key: name, .. }
+        | Request::KeyLoad { key: name }
+        | Request::CertCreate { key: name, .. }
+        | Request::PolicySet { key: name, .. }) = request
+        else {
+            return None;
         };
         self.store().ok()?.get_key(name).ok().map(|i| i.id)
     }
@@ -300,8 +300,8 @@ fn summary(request: &Request) -> Option<Value> {
         | Request::PolicyShow { .. }
         | Request::PolicyTest { .. }
         | Request::AuditRead { .. }
-        | Request::AuditVerify => return None,
-        Request::CertPolicy { policy: None, .. } => return None,
+        | Request::AuditVerify
+        | Request::CertPolicy { policy: None, .. } => return None,
         // Built by hand: these carry secrets.
         Request::Unlock { .. } => json!({ "op": "unlock" }),
         Request::ChangePassphrase { new, .. } => {

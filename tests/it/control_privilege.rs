@@ -22,7 +22,10 @@ use crate::util::{cli_bin, run, write_script};
 pub fn raw(env: &Env, request: Value) -> Value {
     let path = env.root().join("run/keyward/control.sock");
     let mut stream = UnixStream::connect(&path).expect("connect control.sock");
-    let body = serde_json::to_vec(&json!({ "version": 1, "request": request })).expect("json");
+    let mut envelope = serde_json::Map::new();
+    envelope.insert("version".into(), 1.into());
+    envelope.insert("request".into(), request);
+    let body = serde_json::to_vec(&envelope).expect("json");
     let len = u32::try_from(body.len()).expect("small frame");
     stream.write_all(&len.to_be_bytes()).expect("write length");
     stream.write_all(&body).expect("write body");
@@ -36,7 +39,11 @@ pub fn raw(env: &Env, request: Value) -> Value {
 
 /// `request` wrapped with the store passphrase `passphrase`.
 fn authorized(passphrase: &str, request: Value) -> Value {
-    json!({ "op": "authorized", "passphrase": passphrase, "request": request })
+    let mut wrapped = serde_json::Map::new();
+    wrapped.insert("op".into(), "authorized".into());
+    wrapped.insert("passphrase".into(), passphrase.into());
+    wrapped.insert("request".into(), request);
+    Value::Object(wrapped)
 }
 
 #[track_caller]
@@ -91,6 +98,7 @@ fn assert_audited(env: &Env, op: &str, outcomes: &[&str]) -> Vec<Value> {
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // one attack after another, then the audit of each
 fn raw_client_needs_the_passphrase_for_privileged_requests() {
     let env = Env::with_passphrase();
     let pass = env.pass_file(STORE_PASS);
@@ -397,6 +405,7 @@ fn exporting_a_confirm_key_asks_first() {
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // every operation once, then its record
 fn every_request_that_changes_state_or_reveals_a_secret_is_audited_with_its_caller() {
     let env = Env::with_passphrase();
     let pass = env.pass_file(STORE_PASS);
