@@ -348,17 +348,20 @@ impl Service {
     }
 }
 
-/// Runs the askpass confirmation from the synchronous service: on the daemon's blocking pool
-/// through its runtime, in the CLI on a small runtime of its own.
+/// Runs the askpass confirmation from the synchronous service, on a thread of its own with a
+/// small runtime, so it works wherever the service runs (the daemon's blocking pool, the CLI).
 pub(super) fn ask(askpass: Option<&std::path::Path>, prompt: &str) -> bool {
-    let asked = crate::agent::confirm::confirm(askpass, prompt);
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) => handle.block_on(asked),
-        Err(_) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .is_ok_and(|rt| rt.block_on(asked)),
-    }
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .is_ok_and(|rt| rt.block_on(crate::agent::confirm::confirm(askpass, prompt)))
+            })
+            .join()
+            .unwrap_or(false)
+    })
 }
 
 #[cfg(test)]
