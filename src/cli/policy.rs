@@ -235,6 +235,13 @@ pub fn format_audit(records: &[AuditView]) -> String {
     for r in records {
         let d = &r.detail;
         let field = |k: &str| d.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+        // Control requests record their caller apart, and why one failed as `error`.
+        let caller = |k: &str| {
+            d.get("caller")
+                .and_then(|c| c.get(k))
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        };
         out.push_str(&format!(
             "{:>6}  {}  {:8}  {:10}  {:16}  {}{}{}\n",
             r.seq,
@@ -243,8 +250,11 @@ pub fn format_audit(records: &[AuditView]) -> String {
             r.action,
             r.key.as_deref().unwrap_or("-"),
             field("purpose").map_or_else(String::new, |p| format!("{p} ")),
-            field("exe").map_or_else(String::new, |e| format!("by {e} ")),
+            field("exe")
+                .or_else(|| caller("exe"))
+                .map_or_else(String::new, |e| format!("by {e} ")),
             field("reason")
+                .or_else(|| field("error"))
                 .filter(|r| r != "allowed")
                 .map_or_else(String::new, |r| format!("({r})")),
         ));

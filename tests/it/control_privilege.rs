@@ -265,6 +265,15 @@ fn raw_client_needs_the_passphrase_for_privileged_requests() {
         "cert_policy",
         &["refused", "refused", "allowed", "allowed"],
     );
+    // `keyward audit` shows who was refused, and why.
+    let text = env.kw_ok(&["audit"]);
+    assert!(
+        text.lines().any(|l| l.contains("refused")
+            && l.contains("control.key_private")
+            && l.contains(&format!("by {}", our_exe()))
+            && l.contains("needs the store passphrase")),
+        "{text}"
+    );
 }
 
 #[test]
