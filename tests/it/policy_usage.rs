@@ -182,3 +182,32 @@ fn max_signatures_survive_unload_load_and_restart() {
         "{refusals:#?}"
     );
 }
+
+#[test]
+fn a_scheduled_renewal_is_refused_by_the_key_policy_and_audited_as_the_agent() {
+    let env = Env::no_passphrase();
+    let agent = env.start_agent(&[]);
+    env.kw_ok(&["key", "generate", "-t", "rsa", "-n", "sched"]);
+    let cert = env.create("sched", 10, &[]);
+    let id = cert["id"].as_str().expect("id").to_owned();
+    env.kw_ok(&["policy", "set", "sched", "--purpose", "login"]);
+    // Now due: the scheduler tries, and the key's policy refuses.
+    env.kw_ok(&["cert", "policy", &id, "--days", "90"]);
+    let agent_exe = fs::canonicalize(crate::util::agent_bin())
+        .expect("agent path")
+        .display()
+        .to_string();
+    let refused = crate::util::poll_until(crate::env::RENEW_GUARD, || {
+        sign_records(&env, "sched").iter().any(|r| {
+            r["outcome"] == "refused"
+                && r["detail"]["exe"] == agent_exe
+                && r["detail"]["purpose"] == "x509 certificate CN=sched"
+        })
+    });
+    assert!(
+        refused,
+        "no refused scheduled renewal; log:\n{}",
+        agent.log()
+    );
+    assert_eq!(env.all_certs().len(), 1, "nothing was renewed");
+}
