@@ -77,7 +77,7 @@ pub fn store(control: &Path) -> Vec<Check> {
         check(
             "passphrase",
             Outcome::Warn,
-            "none: private keys are protected by file permissions only".into(),
+            "none: file permissions are the only guard (any process of yours can export private keys, loosen policies and set renewal hooks)".into(),
             Some("keyward passwd"),
         )
     });

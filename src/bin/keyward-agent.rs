@@ -177,7 +177,12 @@ fn serve(args: &Args, socket_path: &std::path::Path) -> anyhow::Result<()> {
         let keyring = Arc::new(Keyring::new().with_vault(vault));
         let service = Arc::new(
             Service::new(store, Some(Arc::clone(&keyring)), Arc::clone(&clock))
-                .with_defaults(args.defaults.clone()),
+                .with_defaults(args.defaults.clone())
+                .with_askpass(
+                    args.askpass
+                        .clone()
+                        .or_else(|| std::env::var_os("SSH_ASKPASS").map(PathBuf::from)),
+                ),
         );
         // One audit trail for the agent sessions and the service.
         let config = Arc::new(

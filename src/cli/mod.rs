@@ -46,7 +46,12 @@ impl Locations {
 /// The daemon, or the store opened by this process.
 pub enum Backend {
     /// A running daemon.
-    Daemon(Client),
+    Daemon {
+        /// The connection.
+        client: Client,
+        /// The passphrase file given on the command line, for privileged requests.
+        passphrase_file: Option<PathBuf>,
+    },
     /// The store, opened here because no daemon runs.
     Local {
         /// The service over the store.
@@ -60,23 +65,59 @@ impl Backend {
     /// Connects to the daemon, or opens the store when none answers.
     pub fn open(at: &Locations) -> anyhow::Result<Self> {
         if let Some(client) = Client::connect(&at.control_socket()) {
-            return Ok(Self::Daemon(client));
+            return Ok(Self::Daemon {
+                client,
+                passphrase_file: at.store_passphrase_file.clone(),
+            });
         }
         let store = open_or_create(at.store_dir()?)?;
         Ok(Self::Local {
             service: Box::new(
                 Service::new(Some(Arc::new(store)), None, Arc::new(SystemClock))
-                    .with_defaults(configured_defaults()),
+                    .with_defaults(configured_defaults())
+                    .with_askpass(std::env::var_os("SSH_ASKPASS").map(PathBuf::from)),
             ),
             passphrase_file: at.store_passphrase_file.clone(),
         })
     }
 
-    /// Sends a request; a failure answer becomes an error carrying its message. Run locally on a
-    /// sealed store, the passphrase is asked for (or read from the file) and the request retried.
+    /// Sends a request; a failure answer becomes an error carrying its message. A privileged
+    /// request the agent refuses without the store passphrase is sent again with it, asked for
+    /// on the terminal (or read from the passphrase file).
     pub fn call(&mut self, request: impl Fn() -> Request) -> anyhow::Result<Response> {
-        let response = match self {
-            Self::Daemon(client) => client.call(request())?,
+        let response = self.send(&request)?;
+        let Response::Error {
+            kind: ErrorKind::PassphraseRequired,
+            message,
+        } = response
+        else {
+            return check(response);
+        };
+        let file = match self {
+            Self::Daemon {
+                passphrase_file, ..
+            }
+            | Self::Local {
+                passphrase_file, ..
+            } => passphrase_file.clone(),
+        };
+        let passphrase = passphrase::obtain(file.as_deref(), "Store passphrase: ")
+            .with_context(|| message.clone())?;
+        if let Self::Local { service, .. } = self {
+            // The store opened here is sealed: the same passphrase unseals it, asked once.
+            let _ = service.handle(Request::Unlock {
+                passphrase: passphrase.clone(),
+            });
+        }
+        check(self.send(&|| Request::Authorized {
+            passphrase: passphrase.clone(),
+            request: Box::new(request()),
+        })?)
+    }
+
+    fn send(&mut self, request: &dyn Fn() -> Request) -> anyhow::Result<Response> {
+        Ok(match self {
+            Self::Daemon { client, .. } => client.call(request())?,
             Self::Local {
                 service,
                 passphrase_file,
@@ -95,13 +136,12 @@ impl Backend {
                     first
                 }
             }
-        };
-        check(response)
+        })
     }
 
     /// Whether a daemon answers.
     pub fn is_daemon(&self) -> bool {
-        matches!(self, Self::Daemon(_))
+        matches!(self, Self::Daemon { .. })
     }
 }
 

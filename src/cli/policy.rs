@@ -112,10 +112,12 @@ pub fn parse_hours(text: &str) -> Result<TimeWindow, String> {
     })
 }
 
-/// A purpose flag: `login`, or an SSHSIG namespace (`git`, `file`, `*`).
+/// A purpose flag: `login`, `x509` (issuing certificates), or an SSHSIG namespace (`git`,
+/// `file`, `*`).
 pub fn parse_purpose(text: &str) -> Purpose {
     match text {
         "login" => Purpose::Login,
+        "x509" => Purpose::X509,
         other => Purpose::Sshsig(other.strip_prefix("sshsig:").unwrap_or(other).to_owned()),
     }
 }
@@ -170,6 +172,7 @@ pub fn format_policy(key: &str, p: &Policy) -> String {
         .map(|p| match p {
             Purpose::Login => "login".to_owned(),
             Purpose::Sshsig(ns) => format!("sshsig:{ns}"),
+            Purpose::X509 => "x509".to_owned(),
         })
         .collect();
     let hours = p.hours.as_ref().map_or_else(
@@ -232,6 +235,13 @@ pub fn format_audit(records: &[AuditView]) -> String {
     for r in records {
         let d = &r.detail;
         let field = |k: &str| d.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+        // Control requests record their caller apart, and why one failed as `error`.
+        let caller = |k: &str| {
+            d.get("caller")
+                .and_then(|c| c.get(k))
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        };
         out.push_str(&format!(
             "{:>6}  {}  {:8}  {:10}  {:16}  {}{}{}\n",
             r.seq,
@@ -240,8 +250,11 @@ pub fn format_audit(records: &[AuditView]) -> String {
             r.action,
             r.key.as_deref().unwrap_or("-"),
             field("purpose").map_or_else(String::new, |p| format!("{p} ")),
-            field("exe").map_or_else(String::new, |e| format!("by {e} ")),
+            field("exe")
+                .or_else(|| caller("exe"))
+                .map_or_else(String::new, |e| format!("by {e} ")),
             field("reason")
+                .or_else(|| field("error"))
                 .filter(|r| r != "allowed")
                 .map_or_else(String::new, |r| format!("({r})")),
         ));
@@ -274,6 +287,7 @@ mod tests {
         assert!(parse_hours("xyz 08:00-09:00").is_err());
         assert_eq!(parse_purpose("git"), Purpose::Sshsig("git".into()));
         assert_eq!(parse_purpose("login"), Purpose::Login);
+        assert_eq!(parse_purpose("x509"), Purpose::X509);
         assert_eq!(parse_since("12"), Ok(Since::Seq(12)));
         assert_eq!(
             parse_since("1h"),

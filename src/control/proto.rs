@@ -155,6 +155,16 @@ pub enum Request {
     },
     /// Check the audit trail's hash chain.
     AuditVerify,
+    /// `request`, authorised with the store passphrase: privileged requests (private export,
+    /// deleting or renaming a key, clearing or loosening a policy, setting a renewal hook or
+    /// export target) are refused with [`ErrorKind::PassphraseRequired`] without it. The agent
+    /// checks it, slowing wrong guesses as it does failed unlocks.
+    Authorized {
+        /// The store passphrase.
+        passphrase: Zeroizing<String>,
+        /// The privileged request.
+        request: Box<Request>,
+    },
 }
 
 /// The request `keyward policy test` asks about.
@@ -289,6 +299,12 @@ pub enum ErrorKind {
     Sealed,
     /// Wrong passphrase.
     WrongPassphrase,
+    /// The request is privileged: send it again as `authorized` with the store passphrase.
+    PassphraseRequired,
+    /// The user declined at the confirmation prompt.
+    Declined,
+    /// The key's policy refuses the signature the request needs.
+    Refused,
     /// The agent is locked (`ssh-add -x`): unlock it with `ssh-add -X`.
     Locked,
     /// The request is invalid.

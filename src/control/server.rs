@@ -7,9 +7,10 @@ use std::sync::Arc;
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::agent::frame;
+use crate::agent::session::Peer;
 use crate::control::proto::{ErrorKind, RequestEnvelope, Response, ResponseEnvelope, VERSION};
 use crate::daemon::{BODY_DEADLINE, accept_loop};
-use crate::service::Service;
+use crate::service::{Caller, Service};
 
 /// Serves control requests on `listener` until `shutdown` completes.
 pub async fn run(
@@ -17,13 +18,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     service: Arc<Service>,
 ) {
-    accept_loop(&listener, shutdown, |stream, _peer| {
-        serve_connection(stream, Arc::clone(&service))
+    accept_loop(&listener, shutdown, |stream, peer| {
+        serve_connection(stream, peer, Arc::clone(&service))
     })
     .await;
 }
 
-async fn serve_connection(mut stream: UnixStream, service: Arc<Service>) {
+async fn serve_connection(mut stream: UnixStream, peer: Peer, service: Arc<Service>) {
     loop {
         let body = match frame::read_frame(&mut stream, BODY_DEADLINE).await {
             Ok(Some(body)) => zeroize::Zeroizing::new(body),
@@ -36,12 +37,16 @@ async fn serve_connection(mut stream: UnixStream, service: Arc<Service>) {
         let response = match serde_json::from_slice::<RequestEnvelope>(&body) {
             Ok(envelope) if envelope.version == VERSION => {
                 let service = Arc::clone(&service);
-                tokio::task::spawn_blocking(move || service.handle(envelope.request))
-                    .await
-                    .unwrap_or_else(|e| Response::Error {
-                        kind: ErrorKind::Internal,
-                        message: format!("request failed: {e}"),
-                    })
+                tokio::task::spawn_blocking(move || {
+                    // Who asks is read for each request: the process that sent it, now.
+                    let caller = Caller::peer(peer.uid, peer.pid);
+                    service.handle_from(envelope.request, &caller)
+                })
+                .await
+                .unwrap_or_else(|e| Response::Error {
+                    kind: ErrorKind::Internal,
+                    message: format!("request failed: {e}"),
+                })
             }
             Ok(envelope) => Response::Error {
                 kind: ErrorKind::Version,

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 
 use crate::agent::bind::Binding;
 use crate::policy::request::SignedData;
+use crate::policy::tally::{self, SavedUsage, UsageSink};
 use crate::policy::{Policy, Purpose};
 
 /// How a key has been used since it was loaded.
@@ -16,6 +17,10 @@ pub struct Usage {
     pub signatures: u64,
     /// Times of recent signatures (for the rate limit), oldest first.
     pub recent: VecDeque<u64>,
+    /// Signatures reserved in the store (never fewer than `signatures` once a limit is saved).
+    pub reserved: u64,
+    /// Where the usage of a stored key is saved, so its limits survive unloads and restarts.
+    pub sink: Option<UsageSink>,
 }
 
 impl Usage {
@@ -24,6 +29,46 @@ impl Usage {
         Self {
             loaded_at: now,
             ..Self::default()
+        }
+    }
+
+    /// Continues the usage `saved` for a key loaded again, saving to `sink` from now on.
+    #[must_use]
+    pub fn saving_to(mut self, sink: UsageSink, saved: &SavedUsage) -> Self {
+        self.signatures = saved.signatures;
+        self.reserved = saved.signatures;
+        self.recent = saved.recent.iter().copied().collect();
+        self.sink = Some(sink);
+        self
+    }
+
+    /// Saves what a limit of `policy` needs after a signature was counted (see [`tally`]).
+    fn save(&mut self, policy: &Policy) {
+        let Some(sink) = &self.sink else { return };
+        let reserve = policy
+            .max_signatures
+            .is_some_and(|_| self.signatures > self.reserved);
+        if !reserve && policy.rate.is_none() {
+            return;
+        }
+        if let Some(max) = policy.max_signatures
+            && reserve
+        {
+            self.reserved = self
+                .signatures
+                .saturating_add(tally::batch(max) - 1)
+                .min(max)
+                .max(self.signatures);
+        }
+        self.reserved = self.reserved.max(self.signatures);
+        let saved = SavedUsage {
+            signatures: self.reserved,
+            recent: self.recent.iter().copied().collect(),
+        };
+        if !sink.0.save(&saved, reserve) {
+            tracing::error!(
+                "cannot save a key's usage: its limits hold only until the agent stops"
+            );
         }
     }
 
@@ -40,6 +85,7 @@ impl Usage {
                 self.recent.pop_front();
             }
         }
+        self.save(policy);
     }
 }
 
@@ -196,7 +242,8 @@ fn check(policy: &Policy, ctx: &Context<'_>) -> Result<(), Refusal> {
     }
     if !policy.purposes.is_empty() {
         let allowed = policy.purposes.iter().any(|p| match (p, ctx.data) {
-            (Purpose::Login, SignedData::Userauth { .. }) => true,
+            (Purpose::Login, SignedData::Userauth { .. })
+            | (Purpose::X509, SignedData::X509 { .. }) => true,
             (Purpose::Sshsig(want), SignedData::Sshsig { namespace }) => {
                 want == "*" || want == namespace
             }
@@ -252,11 +299,12 @@ pub fn describe(data: &SignedData) -> String {
     match data {
         SignedData::Userauth { user, .. } => format!("login as {user}"),
         SignedData::Sshsig { namespace } => format!("sshsig namespace {namespace}"),
+        SignedData::X509 { subject } => format!("x509 certificate {subject}"),
         SignedData::Other => "other data".to_owned(),
     }
 }
 
-fn in_window(window: &crate::policy::TimeWindow, now: u64) -> bool {
+pub(super) fn in_window(window: &crate::policy::TimeWindow, now: u64) -> bool {
     let local = i64::try_from(now).unwrap_or(i64::MAX) + i64::from(window.utc_offset_minutes) * 60;
     let days = local.div_euclid(86_400);
     // 1970-01-01 was a Thursday (weekday 3 with Monday = 0).

@@ -6,10 +6,13 @@
 //! or an `SSHSIG` signature in some namespace) from the data to be signed, and [`peer`] who asks.
 
 mod decide;
+mod loosen;
 pub mod peer;
 pub mod request;
+pub mod tally;
 
 pub use decide::{Context, Decision, Refusal, Usage, decide, describe};
+pub use loosen::loosened;
 
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +50,8 @@ pub enum Purpose {
     Login,
     /// `ssh-keygen -Y sign` in this namespace (`git`, `file`, ...); `*` for any.
     Sshsig(String),
+    /// Signing an X.509 certificate (`keyward cert create`, renewals).
+    X509,
 }
 
 /// A key's policy. Every field's default allows, except SHA-1 signatures, which OpenSSH's own
@@ -58,7 +63,8 @@ pub struct Policy {
     pub confirm: bool,
     /// Usable for this many seconds after it is loaded (agent start or unseal).
     pub lifetime_secs: Option<u64>,
-    /// At most this many signatures in all (counted since the agent loaded the key).
+    /// At most this many signatures in all (counted per key, across unloads and restarts; see
+    /// [`tally`]).
     pub max_signatures: Option<u64>,
     /// Rate limit.
     pub rate: Option<RateLimit>,

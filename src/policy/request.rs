@@ -22,6 +22,12 @@ pub enum SignedData {
         /// The namespace.
         namespace: String,
     },
+    /// An X.509 certificate keyward issues with the key (`cert create`, renewals): never read
+    /// from a client's data, only made by the service.
+    X509 {
+        /// The certificate's subject.
+        subject: String,
+    },
     /// Anything else.
     Other,
 }

@@ -8,7 +8,7 @@ use crate::control::proto::{CertView, Request, Response};
 use crate::keys::Signer;
 use crate::keys::generate::{KeySpec, generate};
 use crate::rotation::{self, RenewalPolicy};
-use crate::service::{Service, ServiceError};
+use crate::service::{Caller, Service, ServiceError};
 use crate::store::{
     AuditEvent, AuditOutcome, CertId, CertOrigin, CertRecord, CertState, CertStatus, KeyId,
 };
@@ -29,10 +29,11 @@ impl Service {
         &self,
         request: Request,
         now: u64,
+        caller: &Caller,
     ) -> Result<Response, ServiceError> {
         Ok(match request {
             Request::CertCreate { key, subject, days } => {
-                let record = self.create_cert(&key, subject.as_deref(), days, now)?;
+                let record = self.create_cert(&key, subject.as_deref(), days, now, caller)?;
                 Response::Cert(Box::new(self.cert_view(&record, now)?))
             }
             Request::CertImport { pem } => {
@@ -68,7 +69,7 @@ impl Service {
             }
             Request::CertRenew { cert } => {
                 let old = self.find_cert(&cert)?;
-                let new = self.renew_cert(old.id, now, "on demand")?;
+                let new = self.renew_cert_for(old.id, now, "on demand", caller)?;
                 Response::Cert(Box::new(self.cert_view(&new, now)?))
             }
             Request::CertPolicy { cert, policy } => {
@@ -103,6 +104,7 @@ impl Service {
         subject: Option<&str>,
         days: u32,
         now: u64,
+        caller: &Caller,
     ) -> Result<CertRecord, ServiceError> {
         let store = self.store()?;
         let info = store.get_key(key)?;
@@ -110,7 +112,9 @@ impl Service {
             Some(s) => Subject::parse(s)?,
             None => Subject::new(&info.name)?,
         };
+        let grant = self.authorize_x509(info.id, &subject, caller, now)?;
         let record = self.issue(info.id, &subject, days, now)?;
+        self.audit_x509(info.id, now, grant);
         store.put_cert(&record)?;
         self.audit(
             now,
@@ -151,12 +155,24 @@ impl Service {
 
     /// Renews certificate `id`: a new certificate (same key, or a new one with `rekey`), stored
     /// together with the old one marked superseded, then the export targets rewritten and the
-    /// hook run. The old certificate stays listed until it expires.
+    /// hook run. The old certificate stays listed until it expires. The key's policy decides
+    /// the signature as one asked for by the agent itself (the scheduler).
     pub fn renew_cert(
         &self,
         id: CertId,
         now: u64,
         reason: &str,
+    ) -> Result<CertRecord, ServiceError> {
+        self.renew_cert_for(id, now, reason, &Caller::this_process())
+    }
+
+    /// [`renew_cert`](Self::renew_cert) on behalf of `caller`.
+    fn renew_cert_for(
+        &self,
+        id: CertId,
+        now: u64,
+        reason: &str,
+        caller: &Caller,
     ) -> Result<CertRecord, ServiceError> {
         let store = self.store()?;
         let old = store.get_cert(id)?;
@@ -180,13 +196,18 @@ impl Service {
         if policy.renew_before_percent.is_none() && u64::from(days) * DAY <= policy.renew_before {
             return Err(ServiceError::RenewalLoop { days });
         }
+        let subject = Subject::parse(&old.subject)?;
+        // The current key's policy decides, before a new key is made for a rekey (which gets
+        // the same policy).
+        let mut grant = self.authorize_x509(key_id, &subject, caller, now)?;
         let key_id = if policy.rekey {
+            grant["rekeyed_from"] = serde_json::json!(key_id.to_string());
             self.rekey(key_id, now)?
         } else {
             key_id
         };
-        let subject = Subject::parse(&old.subject)?;
         let new = self.issue(key_id, &subject, days, now)?;
+        self.audit_x509(key_id, now, grant);
         let mut superseded = old.clone();
         superseded.status = CertStatus::Superseded {
             by: Some(new.id),
@@ -247,7 +268,10 @@ impl Service {
             name = format!("{}-{date}-{n}", info.name);
             n += 1;
         }
-        let view = self.put(&name, &key, now)?;
+        // The new key is stored with the old key's policy (confirm, --exe, forwarding, limits)
+        // before it is served, so it is never usable under a looser one.
+        let policy = store.get_policy(old)?;
+        let view = self.put_with_policy(&name, &key, now, policy.as_ref())?;
         Ok(store.get_key(&view.id)?.id)
     }
 
@@ -297,7 +321,7 @@ impl Service {
             .collect()
     }
 
-    fn policy(&self, id: CertId) -> Result<RenewalPolicy, ServiceError> {
+    pub(super) fn policy(&self, id: CertId) -> Result<RenewalPolicy, ServiceError> {
         Ok(match self.store()?.get_renewal(id)? {
             Some(value) => RenewalPolicy::from_json(value)?,
             None => self.defaults.renewal.clone(),
@@ -305,7 +329,7 @@ impl Service {
     }
 
     /// A certificate by full id or unique id prefix.
-    fn find_cert(&self, wanted: &str) -> Result<CertRecord, ServiceError> {
+    pub(super) fn find_cert(&self, wanted: &str) -> Result<CertRecord, ServiceError> {
         let store = self.store()?;
         if let Ok(id) = wanted.parse::<CertId>() {
             return store

@@ -11,7 +11,11 @@ use ssh_key::PrivateKey;
 use zeroize::Zeroizing;
 
 mod certs;
+mod guard;
 mod policy;
+mod x509;
+
+pub use guard::Caller;
 
 use crate::agent::Keyring;
 use crate::agent::keyring::{Constraints, Entry, SignerLoader, SignerSlot};
@@ -48,6 +52,9 @@ pub enum ServiceError {
     /// The operation needs the running agent.
     #[error("no agent is running to serve the key: start one with `keyward start`")]
     NoAgent,
+    /// The key's policy refused to sign.
+    #[error("the key's policy refuses: {0}")]
+    PolicyRefused(crate::policy::Refusal),
     /// A certificate could not be made, read or used.
     #[error(transparent)]
     Cert(#[from] crate::certs::CertError),
@@ -79,6 +86,14 @@ pub enum ServiceError {
     /// A key policy is invalid.
     #[error(transparent)]
     KeyPolicy(#[from] crate::policy::PolicyError),
+    /// The request needs the store passphrase.
+    #[error(
+        "{0} needs the store passphrase: the keyward CLI asks for it (or reads --store-passphrase-file)"
+    )]
+    PassphraseRequired(String),
+    /// The user declined at the confirmation prompt (or no askpass program could ask).
+    #[error("{0} was not confirmed (declined at the prompt, or no askpass program to ask)")]
+    Declined(String),
     /// A renewal would be due again at once.
     #[error(
         "the renewed certificate would be valid for {days} days, not more than renew-before: set a longer validity (`keyward cert policy ID --days N`) or a shorter renew-before"
@@ -104,6 +119,9 @@ impl ServiceError {
             ) => ErrorKind::Exists,
             Self::Store(StoreError::Sealed { .. }) => ErrorKind::Sealed,
             Self::Store(StoreError::WrongPassphrase { .. }) => ErrorKind::WrongPassphrase,
+            Self::PassphraseRequired(_) => ErrorKind::PassphraseRequired,
+            Self::PolicyRefused(_) => ErrorKind::Refused,
+            Self::Declined(_) => ErrorKind::Declined,
             Self::Store(StoreError::Locked) | Self::AgentLocked => ErrorKind::Locked,
             Self::Store(StoreError::InvalidName { .. })
             | Self::Key(_)
@@ -195,6 +213,10 @@ pub struct Service {
     auditor: Option<crate::audit::Auditor>,
     /// Configured defaults.
     pub(crate) defaults: Defaults,
+    /// Serialises passphrase checks and slows wrong guesses.
+    gate: guard::Gate,
+    /// The program that confirms private-key exports of keys whose policy says confirm.
+    askpass: Option<std::path::PathBuf>,
 }
 
 impl Service {
@@ -218,7 +240,17 @@ impl Service {
             renewals_changed: tokio::sync::Notify::new(),
             auditor,
             defaults: Defaults::default(),
+            gate: guard::Gate::default(),
+            askpass: None,
         }
+    }
+
+    /// Confirms exports of keys whose policy says confirm through `askpass` (an `SSH_ASKPASS`
+    /// program); without one such exports are refused.
+    #[must_use]
+    pub fn with_askpass(mut self, askpass: Option<std::path::PathBuf>) -> Self {
+        self.askpass = askpass;
+        self
     }
 
     /// Applies configured defaults.
@@ -236,38 +268,23 @@ impl Service {
         self.auditor.clone()
     }
 
-    /// Answers one request; failures become a typed error response.
+    /// Answers one request made by this process (the CLI on its own store, the daemon at
+    /// start-up); see [`handle_from`](Self::handle_from).
     pub fn handle(&self, request: Request) -> Response {
-        match self.dispatch(request) {
-            Ok(response) => response,
-            Err(e) => Response::Error {
-                kind: e.kind(),
-                message: error_chain(&e),
-            },
-        }
+        self.handle_from(request, &Caller::this_process())
     }
 
     pub(crate) fn store(&self) -> Result<&Arc<dyn Store>, ServiceError> {
         self.store.as_ref().ok_or(ServiceError::NoStore)
     }
 
-    fn dispatch(&self, request: Request) -> Result<Response, ServiceError> {
+    fn dispatch(&self, request: Request, caller: &Caller) -> Result<Response, ServiceError> {
         let now = self.clock.unix_now();
         Ok(match request {
             Request::Status => Response::Status(self.status()?),
             Request::Unlock { passphrase } => {
-                let unsealed = self.store()?.unseal(passphrase.as_bytes());
-                self.audit(
-                    now,
-                    None,
-                    if unsealed.is_ok() {
-                        "unseal"
-                    } else {
-                        "unseal refused"
-                    },
-                    serde_json::json!({}),
-                );
-                unsealed?;
+                let store = self.store()?;
+                self.gated(|| store.unseal(passphrase.as_bytes()))?;
                 let loaded = self.load_stored_keys()?;
                 tracing::info!(keys = loaded, "store unsealed");
                 Response::Ok
@@ -284,11 +301,14 @@ impl Service {
                 Response::Ok
             }
             Request::ChangePassphrase { old, new } => {
-                self.store()?.change_passphrase(
-                    old.as_bytes(),
-                    new.as_ref().map(|n| n.as_bytes()),
-                    crate::store::KdfParams::default(),
-                )?;
+                let store = self.store()?;
+                self.gated(|| {
+                    store.change_passphrase(
+                        old.as_bytes(),
+                        new.as_ref().map(|n| n.as_bytes()),
+                        crate::store::KdfParams::default(),
+                    )
+                })?;
                 Response::Ok
             }
             Request::KeyGenerate {
@@ -316,17 +336,29 @@ impl Service {
             | Request::CertShow { .. }
             | Request::CertRenew { .. }
             | Request::CertPolicy { .. }
-            | Request::CertCheck { .. }) => self.cert_request(cert, now)?,
+            | Request::CertCheck { .. }) => self.cert_request(cert, now, caller)?,
             policy @ (Request::PolicySet { .. }
             | Request::PolicyShow { .. }
             | Request::PolicyTest { .. }
             | Request::AuditRead { .. }
             | Request::AuditVerify) => self.policy_request(policy, now)?,
-            other => self.key_request(other, now)?,
+            Request::Authorized { .. } => {
+                return Err(ServiceError::KeyPolicy(
+                    crate::policy::PolicyError::Invalid(
+                        "an authorised request inside another".into(),
+                    ),
+                ));
+            }
+            other => self.key_request(other, now, caller)?,
         })
     }
 
-    fn key_request(&self, request: Request, now: u64) -> Result<Response, ServiceError> {
+    fn key_request(
+        &self,
+        request: Request,
+        now: u64,
+        caller: &Caller,
+    ) -> Result<Response, ServiceError> {
         Ok(match request {
             Request::KeyList => Response::Keys {
                 keys: self
@@ -340,6 +372,7 @@ impl Service {
             Request::KeyPrivate { key } => {
                 let store = self.store()?;
                 let info = store.get_key(&key)?;
+                self.confirm_export(&info, caller)?;
                 let private = self.private_key(&info)?;
                 let openssh = private
                     .to_openssh(ssh_key::LineEnding::LF)
@@ -356,6 +389,9 @@ impl Service {
                 let info = store.get_key(&key)?;
                 let view = self.view(&info)?;
                 store.delete_key(info.id)?;
+                if let Err(e) = store.put_usage(info.id, None, false) {
+                    tracing::warn!(key = %info.name, error = %e, "cannot forget a deleted key's usage");
+                }
                 if let Some(ring) = &self.keyring {
                     ring.unload(&keys::public_blob(info.public.key_data())?);
                 }
@@ -412,6 +448,18 @@ impl Service {
         key: &PrivateKey,
         now: u64,
     ) -> Result<KeyView, ServiceError> {
+        self.put_with_policy(name, key, now, None)
+    }
+
+    /// Stores a new key with policy document `policy` (if any) and, in the daemon, serves it
+    /// under that policy.
+    pub(crate) fn put_with_policy(
+        &self,
+        name: &str,
+        key: &PrivateKey,
+        now: u64,
+        policy: Option<&serde_json::Value>,
+    ) -> Result<KeyView, ServiceError> {
         // Refuse keys the agent could not sign with before they are stored.
         Signer::from_keypair(key.key_data())?;
         let private = key.to_openssh(ssh_key::LineEnding::LF).map_err(|source| {
@@ -430,6 +478,13 @@ impl Service {
             },
             now,
         )?;
+        if let Some(policy) = policy
+            && let Err(e) = store.put_policy(id, policy)
+        {
+            // Never leave the key stored without the policy it was meant to have.
+            let _ = store.delete_key(id);
+            return Err(e.into());
+        }
         let info = store.key(id)?;
         if self.keyring.is_some() {
             self.serve(&info)?;
@@ -487,13 +542,23 @@ impl Service {
             Some(value) => crate::policy::Policy::from_json(value)?,
             None => self.defaults.policy.clone(),
         };
-        Ok(Entry::new(
+        let now = self.clock.unix_now();
+        let entry = Entry::new(
             info.public.key_data(),
             info.comment.clone(),
             SignerSlot::lazy(loader),
             Constraints::default(),
         )?
-        .with_policy(Some(info.id), policy, self.clock.unix_now()))
+        .with_policy(Some(info.id), policy, now);
+        // Limits count per key, across unloads and restarts.
+        if let Some(stored) = &entry.policy {
+            *stored
+                .usage
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                self.stored_usage(info.id, now)?;
+        }
+        Ok(entry)
     }
 
     pub(crate) fn is_loaded(&self, info: &KeyInfo) -> Result<bool, ServiceError> {

@@ -28,12 +28,6 @@ impl Service {
                         store.delete_policy(info.id)?;
                     }
                 }
-                self.audit(
-                    now,
-                    Some(info.id),
-                    "policy",
-                    serde_json::json!({ "policy": policy }),
-                );
                 // A served key picks up its new policy at once.
                 if self.is_loaded(&info)? {
                     self.serve(&info)?;
@@ -115,7 +109,7 @@ impl Service {
         })
     }
 
-    fn key_policy(&self, id: crate::store::KeyId) -> Result<Policy, ServiceError> {
+    pub(super) fn key_policy(&self, id: crate::store::KeyId) -> Result<Policy, ServiceError> {
         Ok(match self.store()?.get_policy(id)? {
             Some(value) => Policy::from_json(value)?,
             None => self.defaults.policy.clone(),
@@ -133,6 +127,9 @@ fn dry_run(policy: &Policy, probe: &PolicyProbe, now: u64) -> Decision {
             session_id: Vec::new(),
             user: "probe".into(),
             host_key: None,
+        },
+        Some("x509") => SignedData::X509 {
+            subject: "CN=probe".into(),
         },
         Some(ns) => SignedData::Sshsig {
             namespace: ns.strip_prefix("sshsig:").unwrap_or(ns).to_owned(),

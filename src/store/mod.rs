@@ -134,6 +134,12 @@ pub trait PolicyStore {
     fn get_policy(&self, key: KeyId) -> Result<Option<serde_json::Value>>;
     /// Removes a key's policy; whether there was one.
     fn delete_policy(&self, key: KeyId) -> Result<bool>;
+    /// Saves how much a key has been used (`None`: forget it), so its limits survive unloads and
+    /// restarts; with `durable`, flushed before returning (see [`crate::policy::tally`]).
+    fn put_usage(&self, key: KeyId, usage: Option<&serde_json::Value>, durable: bool)
+    -> Result<()>;
+    /// A key's saved usage, if any.
+    fn get_usage(&self, key: KeyId) -> Result<Option<serde_json::Value>>;
 }
 
 /// The audit log: append-only, bounded by [`prune_audit`](AuditLog::prune_audit).

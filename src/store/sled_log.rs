@@ -37,6 +37,33 @@ impl PolicyStore for SledStore {
         self.flush()?;
         Ok(existed)
     }
+
+    fn put_usage(
+        &self,
+        key: KeyId,
+        usage: Option<&serde_json::Value>,
+        durable: bool,
+    ) -> Result<()> {
+        match usage {
+            Some(usage) => {
+                self.t
+                    .usage
+                    .insert(key.as_bytes(), encode(POLICY_V, usage))?;
+            }
+            None => {
+                self.t.usage.remove(key.as_bytes())?;
+            }
+        }
+        if durable { self.flush() } else { Ok(()) }
+    }
+
+    fn get_usage(&self, key: KeyId) -> Result<Option<serde_json::Value>> {
+        self.t
+            .usage
+            .get(key.as_bytes())?
+            .map(|v| decode(|| what("usage", key.as_bytes()), POLICY_V, &v))
+            .transpose()
+    }
 }
 
 impl AuditLog for SledStore {

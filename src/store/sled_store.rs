@@ -57,6 +57,8 @@ pub(crate) struct Trees {
     pub(crate) policies: sled::Tree,
     /// `CertId` → renewal policy record.
     pub(crate) renewals: sled::Tree,
+    /// `KeyId` → usage record (signatures counted against its policy's limits).
+    pub(crate) usage: sled::Tree,
     /// sequence (u64 BE) → audit record: schema 1 stores only; their records are moved to the
     /// [`Journal`] on open.
     pub(crate) audit: sled::Tree,
@@ -73,6 +75,7 @@ impl Trees {
             expiry: db.open_tree("expiry")?,
             policies: db.open_tree("policies")?,
             renewals: db.open_tree("renewals")?,
+            usage: db.open_tree("usage")?,
             audit: db.open_tree("audit")?,
             meta: db.open_tree("meta")?,
         })

@@ -227,7 +227,12 @@ fn locked_agent_holds_no_stored_key_and_signs_after_unlock() {
         &["unlock", "--passphrase-file", &pass],
         &["key", "load", "stored"],
     ] {
-        let out = env.kw(args);
+        // With the store passphrase (a private export needs it): still refused while locked.
+        let out = crate::util::run(
+            env.kw_command()
+                .env("KEYWARD_PASSPHRASE_FILE", &pass)
+                .args(args),
+        );
         out.assert_failure(&format!("keyward {} while locked", args.join(" ")));
         assert!(
             out.stderr.contains("agent is locked"),

@@ -91,7 +91,13 @@ fn middle(bytes: &[u8]) -> &[u8] {
 
 fn exported(env: &Env, agent: &Agent, name: &str) -> PrivateKey {
     let out = env.path(&format!("id_{name}"));
-    let res = env.kw(&["key", "export", name, "--private", "--out", &out]);
+    // A private export needs the store passphrase.
+    let pass = env.pass_file(STORE_PASS);
+    let res = crate::util::run(
+        env.kw_command()
+            .env("KEYWARD_PASSPHRASE_FILE", &pass)
+            .args(["key", "export", name, "--private", "--out", &out]),
+    );
     assert!(
         res.status.success(),
         "export {name}: {res:#?}\nlog:\n{}",

@@ -45,7 +45,8 @@ pub(crate) struct PolicyFlags {
     /// Allowed executable, absolute path (repeatable).
     #[arg(long = "exe", value_name = "PATH")]
     executables: Vec<String>,
-    /// Allowed purpose: login, or an SSHSIG namespace such as git or file, or * (repeatable).
+    /// Allowed purpose: login, x509 (issuing certificates), or an SSHSIG namespace such as git or
+    /// file, or * (repeatable).
     #[arg(long = "purpose")]
     purposes: Vec<String>,
     /// When: "[DAYS] HH:MM-HH:MM [+HH:MM]", e.g. "mon-fri 08:00-20:00 +01:00".
