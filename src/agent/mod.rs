@@ -7,6 +7,7 @@
 pub mod bind;
 pub mod confirm;
 pub mod frame;
+pub mod identity;
 pub mod keyring;
 pub mod lock;
 pub mod session;

@@ -6,21 +6,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ssh_agent_lib::proto::extension::RestrictDestination;
-use ssh_agent_lib::proto::{
-    AddIdentity, AddIdentityConstrained, Extension, KeyConstraint, PrivateCredential, Request,
-    SignRequest,
-};
+use ssh_agent_lib::proto::{Extension, KeyConstraint, Request};
 use ssh_encoding::Decode;
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
 use crate::agent::bind::Bindings;
 use crate::agent::confirm;
+use crate::agent::identity;
 use crate::agent::keyring::{Constraints, Entry, Keyring};
 use crate::agent::wire::{self, Reply};
 use crate::audit::Auditor;
 use crate::clock::Clock;
-use crate::keys::{self, Signer};
+use crate::keys::Signer;
 use crate::policy::{self, Decision};
 use crate::store::{AuditEvent, AuditOutcome};
 
@@ -120,18 +118,18 @@ impl Session {
             self.audit_plain(action, ok).await;
             return Reply::status(ok);
         }
-        let request = match decode_exact(frame) {
-            Ok(request) => request,
+        let message = match decode(kind, frame) {
+            Ok(message) => message,
             Err(why) => {
-                tracing::debug!(message = kind, %why, "refused undecodable request");
+                tracing::info!(message = kind, %why, "refused undecodable request");
                 return Reply::FAILURE;
             }
         };
         let now = self.config.clock.boot_now();
         if self.keyring.is_locked() {
             // A locked agent lists nothing and does nothing but unlock.
-            return match request {
-                Request::RequestIdentities => {
+            return match message {
+                Message::Other(Request::RequestIdentities) => {
                     Reply::Owned(wire::identities_answer(std::iter::empty()))
                 }
                 _ => Reply::FAILURE,
@@ -140,39 +138,30 @@ impl Session {
         // Over a forwarded agent, the far host may use the keys (as policies allow) but never
         // change them: adding or removing keys is for the machine the agent runs on.
         if self.bindings.forwarded()
-            && let Some(action) = key_change(&request)
+            && let Some(action) = key_change(&message)
         {
             tracing::info!(pid = ?self.peer.pid, action, "refused a key change over a forwarded connection");
             self.audit_refused(action, "over a forwarded connection")
                 .await;
             return Reply::FAILURE;
         }
-        match request {
-            Request::RequestIdentities => self.identities(now),
-            Request::SignRequest(req) => self.sign(req).await,
-            Request::AddIdentity(AddIdentity { credential }) => {
-                let reply = self.add(credential, &[]);
+        let request = match message {
+            Message::Sign(sign) => return self.sign(sign).await,
+            Message::Add(add) => {
+                let reply = self.add(add);
                 self.audit_plain("add", reply.as_bytes()[0] == wire::SUCCESS)
                     .await;
-                reply
+                return reply;
             }
-            Request::AddIdConstrained(AddIdentityConstrained {
-                identity,
-                constraints,
-            }) => {
-                let reply = self.add(identity.credential, &constraints);
-                self.audit_plain("add", reply.as_bytes()[0] == wire::SUCCESS)
-                    .await;
-                reply
-            }
-            Request::RemoveIdentity(req) => {
-                let Ok(blob) = keys::public_blob(req.credential.key_data()) else {
-                    return Reply::FAILURE;
-                };
+            Message::Remove(blob) => {
                 let ok = self.keyring.remove(&blob).unwrap_or(false);
                 self.audit_plain("remove", ok).await;
-                Reply::status(ok)
+                return Reply::status(ok);
             }
+            Message::Other(request) => request,
+        };
+        match request {
+            Request::RequestIdentities => self.identities(now),
             Request::RemoveAllIdentities => {
                 let ok = self.keyring.remove_all().is_ok();
                 self.audit_plain("remove_all", ok).await;
@@ -180,25 +169,27 @@ impl Session {
             }
             Request::Extension(ext) => self.extension(&ext),
             // Smartcard (PKCS#11) providers are not supported: no code from a client is loaded.
+            // Keys, signatures and removals are decoded in `identity`, never here.
             Request::AddSmartcardKey(_)
             | Request::RemoveSmartcardKey(_)
             | Request::AddSmartcardKeyConstrained(_)
+            | Request::SignRequest(_)
+            | Request::AddIdentity(_)
+            | Request::AddIdConstrained(_)
+            | Request::RemoveIdentity(_)
             | Request::Lock(_)
             | Request::Unlock(_) => Reply::FAILURE,
         }
     }
 
-    async fn sign(&self, req: SignRequest) -> Reply {
+    async fn sign(&self, req: identity::Sign<'_>) -> Reply {
         let now = self.config.clock.boot_now();
-        let Ok(blob) = keys::public_blob(req.credential.key_data()) else {
-            return Reply::FAILURE;
-        };
-        let Some(entry) = self.keyring.find(&blob, now) else {
+        let Some(entry) = self.keyring.find(req.blob, now) else {
             tracing::debug!("sign request for a key the agent does not hold");
             return Reply::FAILURE;
         };
         let flags = req.flags;
-        let data = req.data;
+        let data = req.data.to_vec();
         let lineage = Arc::clone(self.lineage.get_or_init(|| {
             Arc::new(
                 self.peer
@@ -399,31 +390,39 @@ impl Session {
         }))
     }
 
-    fn add(&self, credential: PrivateCredential, constraints: &[KeyConstraint]) -> Reply {
-        let PrivateCredential::Key { privkey, comment } = credential else {
-            tracing::info!("refused to add an OpenSSH certificate identity (not supported yet)");
-            return Reply::FAILURE;
-        };
-        let (constraints, destinations) = match self.constraints(constraints) {
+    fn add(&self, add: identity::Add) -> Reply {
+        let (constraints, destinations) = match self.constraints(&add.constraints) {
             Ok(c) => c,
             Err(why) => {
                 tracing::info!(%why, "refused to add a key with a constraint we cannot enforce");
                 return Reply::FAILURE;
             }
         };
-        let public = ssh_key::public::KeyData::try_from(&privkey);
-        let (Ok(public), Ok(signer)) = (public, Signer::from_keypair(&privkey)) else {
-            tracing::info!("refused to add a key that cannot be used for signing");
-            return Reply::FAILURE;
+        let identity::Add {
+            blob,
+            public,
+            keypair,
+            comment,
+            certificate,
+            ..
+        } = add;
+        let signer = match Signer::from_keypair(&keypair) {
+            Ok(signer) => signer,
+            Err(why) => {
+                tracing::info!(%why, "refused to add a key that cannot be used for signing");
+                return Reply::FAILURE;
+            }
         };
-        drop(privkey);
+        drop(keypair);
         let Ok(mut entry) = Entry::new(&public, comment, signer, constraints) else {
             return Reply::FAILURE;
         };
+        // A certificate is named by its own blob; its fingerprint is its key's, as in OpenSSH.
+        entry.blob = blob;
         if let Some(policy) = destinations {
             entry = entry.with_policy(None, policy, self.config.clock.unix_now());
         }
-        tracing::info!(fingerprint = %entry.fingerprint, pid = ?self.peer.pid, "key added");
+        tracing::info!(fingerprint = %entry.fingerprint, certificate, pid = ?self.peer.pid, "key added");
         Reply::status(self.keyring.add(entry).is_ok())
     }
 
@@ -631,6 +630,29 @@ fn release(entry: &Entry) {
     }
 }
 
+/// A request, decoded by [`identity`] when it carries a key and by ssh-agent-lib otherwise.
+enum Message<'a> {
+    Sign(identity::Sign<'a>),
+    Add(identity::Add),
+    Remove(Vec<u8>),
+    Other(Request),
+}
+
+/// Decodes the request in `frame` (whose first byte is `kind`).
+fn decode(kind: u8, frame: &[u8]) -> Result<Message<'_>, String> {
+    match kind {
+        identity::SIGN_REQUEST => identity::decode_sign(frame).map(Message::Sign),
+        identity::ADD_IDENTITY | identity::ADD_ID_CONSTRAINED => {
+            identity::decode_add(frame).map(Message::Add)
+        }
+        identity::REMOVE_IDENTITY => {
+            identity::decode_remove(frame).map(|blob| Message::Remove(blob.to_vec()))
+        }
+        _ => return decode_exact(frame).map(Message::Other),
+    }
+    .map_err(|e| e.to_string())
+}
+
 /// Decodes a request that must use the whole frame: trailing bytes are an error.
 fn decode_exact(frame: &[u8]) -> Result<Request, String> {
     let mut reader = frame;
@@ -650,7 +672,13 @@ fn read_password(body: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
 }
 
 /// The audit action of a request that adds or removes keys (smartcard providers included).
-fn key_change(request: &Request) -> Option<&'static str> {
+fn key_change(message: &Message<'_>) -> Option<&'static str> {
+    let request = match message {
+        Message::Add(_) => return Some("add"),
+        Message::Remove(_) => return Some("remove"),
+        Message::Sign(_) => return None,
+        Message::Other(request) => request,
+    };
     match request {
         Request::AddIdentity(_) | Request::AddIdConstrained(_) => Some("add"),
         Request::RemoveIdentity(_) => Some("remove"),
@@ -684,7 +712,10 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use ssh_agent_lib::proto::extension::SessionBind;
-    use ssh_agent_lib::proto::{PublicCredential, Unparsed};
+    use ssh_agent_lib::proto::{
+        AddIdentity, AddIdentityConstrained, PrivateCredential, PublicCredential, SignRequest,
+        Unparsed,
+    };
     use ssh_encoding::Encode;
     use ssh_key::PrivateKey;
 

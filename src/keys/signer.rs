@@ -19,8 +19,8 @@ pub const RSA_SHA2_256: u32 = 0x02;
 /// Agent sign-request flag asking for an `rsa-sha2-512` signature.
 pub const RSA_SHA2_512: u32 = 0x04;
 
-/// Why P-521 keys are refused.
-pub const P521: &str = "ECDSA P-521 (not supported: use Ed25519, ECDSA P-256/P-384 or RSA)";
+/// Why P-521 keys are refused by the store's import (the agent takes them from `ssh-add`).
+pub const P521: &str = "ECDSA P-521 (not supported in the store: use Ed25519, ECDSA P-256/P-384 or RSA, or add it to the agent with ssh-add)";
 
 /// Why a key cannot be used or a signature not made.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +37,9 @@ pub enum KeyError {
     /// A private key in wire form does not decode.
     #[error("malformed private key")]
     Malformed(#[source] ssh_key::Error),
+    /// The key's parts are inconsistent or out of range.
+    #[error("invalid private key: {0}")]
+    Invalid(&'static str),
     /// A signing backend reported an error.
     #[error("signing failed: {0}")]
     Signing(String),
@@ -51,6 +54,8 @@ enum Kind {
     Rsa(Box<RsaSigner>),
     Ed25519(Box<ssh_key::private::Ed25519Keypair>),
     Ecdsa(Box<ssh_key::private::EcdsaKeypair>),
+    /// DSA (`ssh-dss`), still offered by OpenSSH 9.2 and used by its tests.
+    Dsa(Box<ssh_key::private::DsaKeypair>),
 }
 
 struct RsaSigner {
@@ -67,6 +72,7 @@ impl std::fmt::Debug for Signer {
             Kind::Rsa(_) => "Signer(RSA)",
             Kind::Ed25519(_) => "Signer(Ed25519)",
             Kind::Ecdsa(_) => "Signer(ECDSA)",
+            Kind::Dsa(_) => "Signer(DSA)",
         })
     }
 }
@@ -77,12 +83,16 @@ impl Signer {
         let kind = match keypair {
             KeypairData::Rsa(rsa) => Kind::Rsa(Box::new(RsaSigner::new(rsa)?)),
             KeypairData::Ed25519(ed) => Kind::Ed25519(Box::new(ed.clone())),
-            // ssh-key 0.6 misreads about a third of P-521 keys (a private scalar shorter than 66
-            // bytes), so P-521 is refused everywhere rather than accepted sometimes.
-            KeypairData::Ecdsa(ssh_key::private::EcdsaKeypair::NistP521 { .. }) => {
-                return Err(KeyError::Unsupported(P521.into()));
-            }
+            // ECDSA keys from the wire are read by `keys::private`, which checks the scalar
+            // against the public point (ssh-key 0.6 cannot read short P-521 scalars).
             KeypairData::Ecdsa(ec) => Kind::Ecdsa(Box::new(ec.clone())),
+            KeypairData::Dsa(dsa) => {
+                // Checked once here (the `dsa` crate validates the group and key), not per
+                // signature.
+                let _checked = dsa::SigningKey::try_from(dsa)
+                    .map_err(|_| KeyError::Invalid("DSA key parameters"))?;
+                Kind::Dsa(Box::new(dsa.clone()))
+            }
             other => {
                 let name = other
                     .algorithm()
@@ -111,6 +121,7 @@ impl Signer {
                 ssh_key::private::EcdsaKeypair::NistP384 { .. } => "ecdsa-sha2-nistp384",
                 ssh_key::private::EcdsaKeypair::NistP521 { .. } => "ecdsa-sha2-nistp521",
             },
+            Kind::Dsa(_) => "ssh-dss",
         }
     }
 
@@ -125,6 +136,8 @@ impl Signer {
             }
             Kind::Ed25519(ed) => encode_signature(&try_sign(ed.as_ref(), data)?),
             Kind::Ecdsa(ec) => encode_signature(&try_sign(ec.as_ref(), data)?),
+            // A 40-byte r || s blob (RFC 4253 6.6) over SHA-1, deterministic (RFC 6979).
+            Kind::Dsa(dsa) => encode_signature(&try_sign(dsa.as_ref(), data)?),
         }
     }
 }
@@ -140,6 +153,7 @@ impl Signer {
             Kind::Rsa(rsa) => KeypairData::Rsa(rsa.keypair()?),
             Kind::Ed25519(ed) => KeypairData::Ed25519(ed.as_ref().clone()),
             Kind::Ecdsa(ec) => KeypairData::Ecdsa(ec.as_ref().clone()),
+            Kind::Dsa(dsa) => KeypairData::Dsa(dsa.as_ref().clone()),
         };
         let len = ssh_encoding::Encode::encoded_len(&keypair).map_err(KeyError::Encoding)?;
         let mut out = Zeroizing::new(Vec::with_capacity(len));
@@ -148,16 +162,8 @@ impl Signer {
     }
 
     /// Prepares the key [`to_wire`](Self::to_wire) wrote.
-    pub fn from_wire(mut bytes: &[u8]) -> Result<Self, KeyError> {
-        let keypair = <KeypairData as ssh_encoding::Decode>::decode(&mut bytes)
-            .map_err(KeyError::Malformed)?;
-        if !bytes.is_empty() {
-            let trailing = ssh_encoding::Error::TrailingData {
-                remaining: bytes.len(),
-            };
-            return Err(KeyError::Malformed(trailing.into()));
-        }
-        Self::from_keypair(&keypair)
+    pub fn from_wire(bytes: &[u8]) -> Result<Self, KeyError> {
+        Self::from_keypair(&crate::keys::private::keypair_from_wire(bytes)?)
     }
 
     /// A raw PKCS#1 v1.5 SHA-256 signature (no SSH framing), for X.509 certificates; RSA only.

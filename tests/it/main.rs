@@ -9,6 +9,7 @@ mod sshd;
 mod util;
 mod wire;
 
+mod agent_certs;
 mod agent_constraints;
 mod agent_extensions;
 mod agent_hardening;
