@@ -14,6 +14,7 @@ mod agent_constraints;
 mod agent_extensions;
 mod agent_hardening;
 mod agent_keys;
+mod agent_keytypes;
 mod agent_lock;
 mod agent_login;
 mod agent_protocol;
