@@ -47,6 +47,8 @@ pub struct Entry {
     pub policy: Option<KeyPolicy>,
     /// Whether it is an RSA key (whose signature algorithm depends on the request's flags).
     pub is_rsa: bool,
+    /// For a FIDO security key, its application (`ssh:` for keys made for SSH).
+    pub sk_application: Option<String>,
 }
 
 /// A key's policy as the agent enforces it.
@@ -77,6 +79,11 @@ impl Entry {
             constraints,
             policy: None,
             is_rsa: matches!(public, ssh_key::public::KeyData::Rsa(_)),
+            sk_application: match public {
+                ssh_key::public::KeyData::SkEcdsaSha2NistP256(k) => Some(k.application().into()),
+                ssh_key::public::KeyData::SkEd25519(k) => Some(k.application().into()),
+                _ => None,
+            },
         })
     }
 

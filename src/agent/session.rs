@@ -18,9 +18,11 @@ use crate::agent::keyring::{Constraints, Entry, Keyring};
 use crate::agent::wire::{self, Reply};
 use crate::audit::Auditor;
 use crate::clock::Clock;
-use crate::keys::Signer;
+use crate::keys::{self, Signer};
 use crate::policy::{self, Decision};
 use crate::store::{AuditEvent, AuditOutcome};
+use ssh_encoding::Encode;
+use ssh_key::private::KeypairData;
 
 /// The extensions this agent understands, answered to `query`.
 pub const EXTENSIONS: &[&str] = &["query", "session-bind@openssh.com"];
@@ -38,6 +40,8 @@ pub struct AgentConfig {
     sign_slots: Semaphore,
     /// Where decisions are recorded (absent without a store).
     pub auditor: Option<Auditor>,
+    /// What ssh-agent's `-E`, `-P` and `-O` flags set.
+    pub compat: super::CompatOptions,
 }
 
 impl AgentConfig {
@@ -54,6 +58,7 @@ impl AgentConfig {
             default_lifetime,
             sign_slots: Semaphore::new(cores),
             auditor: None,
+            compat: super::CompatOptions::new(),
         }
     }
 
@@ -61,6 +66,13 @@ impl AgentConfig {
     #[must_use]
     pub fn with_auditor(mut self, auditor: Option<Auditor>) -> Self {
         self.auditor = auditor;
+        self
+    }
+
+    /// Applies ssh-agent's `-E`, `-P` and `-O` settings.
+    #[must_use]
+    pub fn with_compat(mut self, compat: super::CompatOptions) -> Self {
+        self.compat = compat;
         self
     }
 }
@@ -188,6 +200,27 @@ impl Session {
             tracing::debug!("sign request for a key the agent does not hold");
             return Reply::FAILURE;
         };
+        if let Some(application) = &entry.sk_application {
+            // A provider is never loaded on behalf of a forwarded connection.
+            if self.bindings.forwarded() {
+                tracing::info!(fingerprint = %entry.fingerprint, pid = ?self.peer.pid, "refused a security-key signature over a forwarded connection");
+                self.audit_refused("sign", "security key over a forwarded connection")
+                    .await;
+                return Reply::FAILURE;
+            }
+            // ssh-agent's restrict-websafe: a key made for a web origin signs only SSH logins
+            // and SSHSIG data, never a web challenge.
+            if self.config.compat.restrict_websafe
+                && !application.starts_with("ssh:")
+                && matches!(
+                    policy::request::classify(req.data),
+                    policy::request::SignedData::Other
+                )
+            {
+                tracing::info!(fingerprint = %entry.fingerprint, "refused to sign non-SSH data with a web security key");
+                return Reply::FAILURE;
+            }
+        }
         let flags = req.flags;
         let data = req.data.to_vec();
         let lineage = Arc::clone(self.lineage.get_or_init(|| {
@@ -391,7 +424,7 @@ impl Session {
     }
 
     fn add(&self, add: identity::Add) -> Reply {
-        let (constraints, destinations) = match self.constraints(&add.constraints) {
+        let (constraints, destinations, provider) = match self.constraints(&add.constraints) {
             Ok(c) => c,
             Err(why) => {
                 tracing::info!(%why, "refused to add a key with a constraint we cannot enforce");
@@ -406,7 +439,13 @@ impl Session {
             certificate,
             ..
         } = add;
-        let signer = match Signer::from_keypair(&keypair) {
+        let signer = match provider {
+            Some(provider) => self
+                .provider(&keypair, &provider)
+                .and_then(|path| Signer::security_key(&keypair, path).map_err(|e| e.to_string())),
+            None => Signer::from_keypair(&keypair).map_err(|e| e.to_string()),
+        };
+        let signer = match signer {
             Ok(signer) => signer,
             Err(why) => {
                 tracing::info!(%why, "refused to add a key that cannot be used for signing");
@@ -426,24 +465,65 @@ impl Session {
         Reply::status(self.keyring.add(entry).is_ok())
     }
 
+    /// The provider library a security key names, as ssh-agent checks it: only for security
+    /// keys, by its real path, which the `-P` allow-list must match. The built-in provider needs
+    /// libfido2, which keyward does not link.
+    fn provider(&self, keypair: &KeypairData, named: &str) -> Result<PathBuf, String> {
+        if !matches!(
+            keypair,
+            KeypairData::SkEcdsaSha2NistP256(_) | KeypairData::SkEd25519(_)
+        ) {
+            return Err("a provider was named for a key that is not a security key".into());
+        }
+        if named.eq_ignore_ascii_case("internal") {
+            return Err(
+                "the built-in security-key provider needs libfido2, which keyward does not \
+                 link: name a provider library (ssh-add -S PATH)"
+                    .into(),
+            );
+        }
+        let real = std::fs::canonicalize(named)
+            .map_err(|e| format!("security-key provider {named:?}: {e}"))?;
+        let shown = real.to_string_lossy();
+        if !self.config.compat.providers.allows(&shown) {
+            return Err(format!(
+                "security-key provider {shown} is not allowed (keyward-agent -P)"
+            ));
+        }
+        Ok(real)
+    }
+
     /// Turns wire constraints into ours; any constraint we would not enforce refuses the add.
     /// Destination constraints (`ssh-add -h`) become a policy enforced like a stored key's.
     fn constraints(
         &self,
         wire: &[KeyConstraint],
-    ) -> Result<(Constraints, Option<policy::Policy>), String> {
+    ) -> Result<(Constraints, Option<policy::Policy>, Option<String>), String> {
         let now = self.config.clock.boot_now();
         let mut out = Constraints {
             expires: self.config.default_lifetime.map(|l| now + l),
             confirm: false,
         };
         let mut destinations = None;
+        let mut provider = None;
         for constraint in wire {
             match constraint {
                 KeyConstraint::Lifetime(secs) => {
                     out.expires = Some(now + Duration::from_secs(u64::from(*secs)));
                 }
                 KeyConstraint::Confirm => out.confirm = true,
+                KeyConstraint::Extension(ext) if ext.name == keys::sk::PROVIDER_EXTENSION => {
+                    if provider.is_some() {
+                        return Err("security-key provider named twice".into());
+                    }
+                    let mut details = Vec::new();
+                    ext.details
+                        .encode(&mut details)
+                        .map_err(|e| format!("malformed provider constraint: {e}"))?;
+                    let name = String::from_utf8(details)
+                        .map_err(|_| "security-key provider path is not UTF-8".to_owned())?;
+                    provider = Some(name);
+                }
                 KeyConstraint::Extension(ext) => {
                     match ext.parse_key_constraint::<RestrictDestination>() {
                         Ok(Some(restrict)) => destinations = Some(destination_policy(&restrict)?),
@@ -455,7 +535,7 @@ impl Session {
                 }
             }
         }
-        Ok((out, destinations))
+        Ok((out, destinations, provider))
     }
 
     fn extension(&mut self, ext: &Extension) -> Reply {

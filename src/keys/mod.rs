@@ -8,6 +8,7 @@ pub mod generate;
 pub mod import;
 pub mod private;
 pub mod signer;
+pub mod sk;
 
 pub use signer::{KeyError, Signer};
 

@@ -12,6 +12,9 @@ use rsa::pkcs1v15::SigningKey;
 use rsa::signature::{RandomizedSigner, SignatureEncoding};
 use ssh_encoding::Encode;
 use ssh_key::private::{KeypairData, RsaKeypair};
+use std::os::unix::ffi::OsStringExt;
+use std::path::PathBuf;
+
 use zeroize::Zeroizing;
 
 /// Agent sign-request flag asking for an `rsa-sha2-256` signature.
@@ -56,6 +59,8 @@ enum Kind {
     Ecdsa(Box<ssh_key::private::EcdsaKeypair>),
     /// DSA (`ssh-dss`), still offered by OpenSSH 9.2 and used by its tests.
     Dsa(Box<ssh_key::private::DsaKeypair>),
+    /// A FIDO security key, signing through its provider in a helper process.
+    Sk(Box<crate::keys::sk::SkSigner>),
 }
 
 struct RsaSigner {
@@ -73,6 +78,7 @@ impl std::fmt::Debug for Signer {
             Kind::Ed25519(_) => "Signer(Ed25519)",
             Kind::Ecdsa(_) => "Signer(ECDSA)",
             Kind::Dsa(_) => "Signer(DSA)",
+            Kind::Sk(_) => "Signer(security key)",
         })
     }
 }
@@ -93,6 +99,11 @@ impl Signer {
                     .map_err(|_| KeyError::Invalid("DSA key parameters"))?;
                 Kind::Dsa(Box::new(dsa.clone()))
             }
+            KeypairData::SkEcdsaSha2NistP256(_) | KeypairData::SkEd25519(_) => {
+                return Err(KeyError::Unsupported(
+                    "security key without a provider (ssh-add names one)".into(),
+                ));
+            }
             other => {
                 let name = other
                     .algorithm()
@@ -101,6 +112,18 @@ impl Signer {
             }
         };
         Ok(Self { kind })
+    }
+
+    /// A security key that signs through the provider library at `provider` (canonical, allowed).
+    pub fn security_key(keypair: &KeypairData, provider: PathBuf) -> Result<Self, KeyError> {
+        Ok(Self {
+            kind: Kind::Sk(Box::new(crate::keys::sk::SkSigner::new(keypair, provider)?)),
+        })
+    }
+
+    /// Whether this key signs through a security-key provider.
+    pub fn is_security_key(&self) -> bool {
+        matches!(self.kind, Kind::Sk(_))
     }
 
     /// Whether this is an RSA key (the only type whose signature depends on the flags).
@@ -122,6 +145,7 @@ impl Signer {
                 ssh_key::private::EcdsaKeypair::NistP521 { .. } => "ecdsa-sha2-nistp521",
             },
             Kind::Dsa(_) => "ssh-dss",
+            Kind::Sk(sk) => sk.algorithm(),
         }
     }
 
@@ -138,6 +162,7 @@ impl Signer {
             Kind::Ecdsa(ec) => encode_signature(&try_sign(ec.as_ref(), data)?),
             // A 40-byte r || s blob (RFC 4253 6.6) over SHA-1, deterministic (RFC 6979).
             Kind::Dsa(dsa) => encode_signature(&try_sign(dsa.as_ref(), data)?),
+            Kind::Sk(sk) => sk.sign(data),
         }
     }
 }
@@ -154,16 +179,42 @@ impl Signer {
             Kind::Ed25519(ed) => KeypairData::Ed25519(ed.as_ref().clone()),
             Kind::Ecdsa(ec) => KeypairData::Ecdsa(ec.as_ref().clone()),
             Kind::Dsa(dsa) => KeypairData::Dsa(dsa.as_ref().clone()),
+            Kind::Sk(sk) => sk.keypair().clone(),
         };
-        let len = ssh_encoding::Encode::encoded_len(&keypair).map_err(KeyError::Encoding)?;
+        // A security key's provider follows its key.
+        let provider = match &self.kind {
+            Kind::Sk(sk) => Some(sk.provider().as_os_str().as_encoded_bytes()),
+            _ => None,
+        };
+        let len = ssh_encoding::Encode::encoded_len(&keypair).map_err(KeyError::Encoding)?
+            + provider.map_or(0, |p| 4 + p.len());
         let mut out = Zeroizing::new(Vec::with_capacity(len));
         keypair.encode(&mut *out).map_err(KeyError::Encoding)?;
+        if let Some(provider) = provider {
+            provider.encode(&mut *out).map_err(KeyError::Encoding)?;
+        }
         Ok(out)
     }
 
     /// Prepares the key [`to_wire`](Self::to_wire) wrote.
-    pub fn from_wire(bytes: &[u8]) -> Result<Self, KeyError> {
-        Self::from_keypair(&crate::keys::private::keypair_from_wire(bytes)?)
+    pub fn from_wire(mut bytes: &[u8]) -> Result<Self, KeyError> {
+        let keypair = crate::keys::private::read_keypair(&mut bytes)?;
+        if matches!(
+            keypair,
+            KeypairData::SkEcdsaSha2NistP256(_) | KeypairData::SkEd25519(_)
+        ) {
+            let provider = <Vec<u8> as ssh_encoding::Decode>::decode(&mut bytes)
+                .map_err(|e| KeyError::Malformed(e.into()))?;
+            let provider = std::ffi::OsString::from_vec(provider);
+            return Self::security_key(&keypair, PathBuf::from(provider));
+        }
+        if !bytes.is_empty() {
+            let trailing = ssh_encoding::Error::TrailingData {
+                remaining: bytes.len(),
+            };
+            return Err(KeyError::Malformed(trailing.into()));
+        }
+        Self::from_keypair(&keypair)
     }
 
     /// A raw PKCS#1 v1.5 SHA-256 signature (no SSH framing), for X.509 certificates; RSA only.

@@ -19,6 +19,7 @@ mod agent_lock;
 mod agent_login;
 mod agent_protocol;
 mod agent_sign;
+mod agent_sk;
 mod agent_sockets;
 mod audit_trail;
 mod cert_atomic;
