@@ -466,8 +466,8 @@ impl Session {
     }
 
     /// The provider library a security key names, as ssh-agent checks it: only for security
-    /// keys, by its real path, which the `-P` allow-list must match. The built-in provider needs
-    /// libfido2, which keyward does not link.
+    /// keys, by its real path, which the `-P` allow-list must match. The built-in provider is
+    /// reached through OpenSSH's `ssh-sk-helper` (keyward does not link libfido2).
     fn provider(&self, keypair: &KeypairData, named: &str) -> Result<PathBuf, String> {
         if !matches!(
             keypair,
@@ -475,12 +475,18 @@ impl Session {
         ) {
             return Err("a provider was named for a key that is not a security key".into());
         }
-        if named.eq_ignore_ascii_case("internal") {
-            return Err(
-                "the built-in security-key provider needs libfido2, which keyward does not \
-                 link: name a provider library (ssh-add -S PATH)"
-                    .into(),
-            );
+        if named.eq_ignore_ascii_case(keys::sk::INTERNAL) {
+            // libfido2 is not linked into keyward: OpenSSH's own helper has it.
+            return if keys::sk::openssh_helper().is_some() {
+                Ok(PathBuf::from(keys::sk::INTERNAL))
+            } else {
+                Err(
+                    "the built-in security-key provider needs OpenSSH's ssh-sk-helper (which \
+                     has libfido2), and none is installed: name a provider library (ssh-add -S \
+                     PATH)"
+                        .into(),
+                )
+            };
         }
         let real = std::fs::canonicalize(named)
             .map_err(|e| format!("security-key provider {named:?}: {e}"))?;

@@ -8,8 +8,10 @@
 //! `ssh-sk-helper` does. The two speak a tiny protocol over the helper's stdin and stdout: one
 //! request ([`Request`]), one reply.
 //!
-//! The built-in (`internal`) provider needs libfido2, which keyward does not link: such keys are
-//! refused with a message saying so.
+//! The built-in (`internal`) provider, ssh-add's default, is libfido2 code compiled into
+//! OpenSSH's own `ssh-sk-helper`; keyward does not link libfido2, so for `internal` it runs the
+//! installed `ssh-sk-helper` (a separate process too) with OpenSSH's helper protocol. Where no
+//! such helper is installed, `internal` keys are refused with a message saying so.
 
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::io::{Read, Write};
@@ -36,7 +38,35 @@ const SK_ED25519: u32 = 1;
 /// The largest request or reply the helper reads.
 const MAX_MESSAGE: u64 = 256 * 1024;
 
-/// A security key as the agent holds it, with the provider it signs through.
+/// OpenSSH's helper, which has the built-in provider, by default (`$KEYWARD_OPENSSH_SK_HELPER`
+/// overrides).
+const OPENSSH_HELPERS: &[&str] = &[
+    "/usr/lib/openssh/ssh-sk-helper",
+    "/usr/libexec/openssh/ssh-sk-helper",
+    "/usr/libexec/ssh-sk-helper",
+    "/usr/local/libexec/ssh-sk-helper",
+];
+/// Overrides where OpenSSH's `ssh-sk-helper` is.
+pub const OPENSSH_HELPER_ENV: &str = "KEYWARD_OPENSSH_SK_HELPER";
+/// The provider name that means OpenSSH's built-in one.
+pub const INTERNAL: &str = "internal";
+/// OpenSSH 9.x's `SSH_SK_HELPER_VERSION` and `SSH_SK_HELPER_SIGN`.
+const OPENSSH_HELPER_VERSION: u8 = 5;
+const OPENSSH_HELPER_SIGN: u32 = 1;
+
+/// Where OpenSSH's `ssh-sk-helper` is installed, if it is.
+pub fn openssh_helper() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(OPENSSH_HELPER_ENV) {
+        return Some(PathBuf::from(path));
+    }
+    OPENSSH_HELPERS
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+}
+
+/// A security key as the agent holds it, with the provider it signs through: a library path,
+/// or [`INTERNAL`].
 pub struct SkSigner {
     keypair: KeypairData,
     provider: PathBuf,
@@ -94,6 +124,9 @@ impl SkSigner {
             ),
             _ => return Err(KeyError::Unsupported("not a security key".into())),
         };
+        if self.provider.as_os_str() == INTERNAL {
+            return self.sign_with_openssh_helper(data);
+        }
         let request = Request {
             provider: self.provider.as_os_str().as_encoded_bytes().to_vec(),
             alg,
@@ -124,6 +157,67 @@ impl SkSigner {
     }
 }
 
+impl SkSigner {
+    /// Signs through OpenSSH's `ssh-sk-helper` with its built-in provider: one framed request
+    /// (`uint32 length, byte version`, then `uint32 SIGN, byte log_on_stderr, uint32 log_level,
+    /// string key, string provider, string data, string alg, uint32 compat, string pin`), one
+    /// framed reply (`byte version, uint32 type`, then the signature or an error code), as
+    /// OpenSSH's `ssh-sk-client.c` speaks it.
+    fn sign_with_openssh_helper(&self, data: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let path = openssh_helper()
+            .ok_or_else(|| KeyError::Signing("OpenSSH's ssh-sk-helper is not installed".into()))?;
+        let mut key = Vec::new();
+        self.keypair.encode(&mut key).map_err(KeyError::Encoding)?;
+        let mut body = vec![OPENSSH_HELPER_VERSION];
+        body.extend_from_slice(&OPENSSH_HELPER_SIGN.to_be_bytes());
+        body.push(0);
+        body.extend_from_slice(&0u32.to_be_bytes());
+        put_string(&mut body, &key);
+        put_string(&mut body, INTERNAL.as_bytes());
+        put_string(&mut body, data);
+        put_string(&mut body, b"");
+        body.extend_from_slice(&0u32.to_be_bytes());
+        put_string(&mut body, b"");
+        let mut request = Vec::with_capacity(4 + body.len());
+        put_string(&mut request, &body);
+        let reply = spawn_and_converse(&path, &request)?;
+        let malformed = || KeyError::Signing("malformed reply from ssh-sk-helper".into());
+        let mut r = reply.as_slice();
+        let frame = take_string(&mut r).ok_or_else(malformed)?;
+        let (&version, rest) = frame.split_first().ok_or_else(malformed)?;
+        if version != OPENSSH_HELPER_VERSION {
+            return Err(KeyError::Signing(format!(
+                "ssh-sk-helper speaks version {version}, keyward {OPENSSH_HELPER_VERSION}"
+            )));
+        }
+        let (kind, mut rest) = rest.split_first_chunk::<4>().ok_or_else(malformed)?;
+        match u32::from_be_bytes(*kind) {
+            OPENSSH_HELPER_SIGN => {
+                let signature = take_string(&mut rest).ok_or_else(malformed)?;
+                Ok(signature.to_vec())
+            }
+            0 => {
+                let (code, _) = rest.split_first_chunk::<4>().ok_or_else(malformed)?;
+                Err(KeyError::Signing(format!(
+                    "built-in security-key provider: {}",
+                    openssh_error(u32::from_be_bytes(*code))
+                )))
+            }
+            _ => Err(malformed()),
+        }
+    }
+}
+
+/// OpenSSH's name for the helper's error codes (sent as the negated `SSH_ERR_*`).
+fn openssh_error(code: u32) -> String {
+    match code {
+        60 => "no security key device found".into(),
+        43 => "the security key needs a PIN".into(),
+        14 => "key type not supported by this OpenSSH".into(),
+        other => format!("OpenSSH error -{other}"),
+    }
+}
+
 /// Where the helper program is: `$KEYWARD_SK_HELPER`, else beside the running binary.
 pub fn helper_path() -> Result<PathBuf, KeyError> {
     if let Some(path) = std::env::var_os(HELPER_ENV) {
@@ -136,12 +230,16 @@ pub fn helper_path() -> Result<PathBuf, KeyError> {
 
 /// Runs one request through a fresh helper process and returns its reply.
 fn run_helper(request: &[u8]) -> Result<Vec<u8>, KeyError> {
-    let path = helper_path()?;
+    spawn_and_converse(&helper_path()?, request)
+}
+
+/// Starts the helper at `path`, writes `request` to its stdin, and reads its stdout to the end.
+fn spawn_and_converse(path: &Path, request: &[u8]) -> Result<Vec<u8>, KeyError> {
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         KeyError::Signing(format!("{what} {}: {e}", path.display()))
     };
     // No environment is passed on: the provider sees nothing of the agent's.
-    let mut child = Command::new(&path)
+    let mut child = Command::new(path)
         .env_clear()
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -178,7 +178,7 @@ fn security_keys_and_their_certificates_sign_through_the_provider() {
 }
 
 #[test]
-fn providers_outside_the_allow_list_and_the_builtin_one_are_refused() {
+fn providers_outside_the_allow_list_are_refused() {
     let provider = Provider::install();
     let agent = Agent::start();
     let key = sk_keygen(agent.dir(), &provider.path(), "sk", "ed25519-sk");
@@ -194,11 +194,50 @@ fn providers_outside_the_allow_list_and_the_builtin_one_are_refused() {
     std::os::unix::fs::symlink(&elsewhere, &link).expect("symlink");
     let out = agent.ssh_add(&["-S", link.to_str().expect("utf-8 path"), file]);
     out.assert_failure("ssh-add -S through a symlink out of the allow-list");
-    // The built-in provider (ssh-add's default) needs libfido2: refused, saying so.
-    let out = agent.ssh_add(&[file]);
-    out.assert_failure("ssh-add with the built-in provider");
-    assert!(agent.log().contains("libfido2"), "{}", agent.log());
     crate::util::assert_no_identities(&agent);
     // Positive control: the allowed path adds.
     agent.add(&key, &["-S", provider.path().to_str().expect("utf-8 path")]);
+}
+
+/// The built-in provider (ssh-add's default) is OpenSSH's libfido2 code in its `ssh-sk-helper`:
+/// keyward runs that helper, so a key added without `-S` behaves as with ssh-agent. This machine
+/// has no security key plugged in, so both agents take the key and neither can sign; keyward's
+/// log shows the answer came from libfido2 through the helper ("no security key device found").
+#[test]
+fn the_builtin_provider_goes_through_openssh_ssh_sk_helper() {
+    let provider = Provider::install();
+    let agent = Agent::start();
+    let (mut openssh, openssh_socket) = openssh_agent(agent.dir());
+    let key = sk_keygen(agent.dir(), &provider.path(), "sk", "ecdsa-sk");
+    let file = key.private.to_str().expect("utf-8 path");
+    let ours = agent.ssh_add(&[file]);
+    let theirs = openssh_add(agent.dir(), &openssh_socket, &[file]);
+    assert_eq!(
+        (ours.status.code(), &ours.stderr),
+        (theirs.status.code(), &theirs.stderr)
+    );
+    ours.assert_success("ssh-add with the built-in provider");
+    let data = crate::util::data_file(agent.dir());
+    let sign = |socket: &Path| {
+        run(clean_command(require_tool("ssh-keygen"), agent.dir())
+            .env("SSH_AUTH_SOCK", socket)
+            .args(["-Y", "sign", "-n", "file", "-f"])
+            .arg(&key.pub_only)
+            .arg(&data))
+    };
+    let ours = sign(agent.socket());
+    let theirs = sign(&openssh_socket);
+    assert_eq!(
+        ours.status.code(),
+        theirs.status.code(),
+        "{ours:#?} {theirs:#?}"
+    );
+    ours.assert_failure("signing with no security key present");
+    assert!(
+        agent.log().contains("no security key device found"),
+        "{}",
+        agent.log()
+    );
+    let _ = openssh.kill();
+    let _ = openssh.wait();
 }
