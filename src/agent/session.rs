@@ -200,26 +200,17 @@ impl Session {
             tracing::debug!("sign request for a key the agent does not hold");
             return Reply::FAILURE;
         };
-        if let Some(application) = &entry.sk_application {
-            // A provider is never loaded on behalf of a forwarded connection.
-            if self.bindings.forwarded() {
-                tracing::info!(fingerprint = %entry.fingerprint, pid = ?self.peer.pid, "refused a security-key signature over a forwarded connection");
-                self.audit_refused("sign", "security key over a forwarded connection")
-                    .await;
-                return Reply::FAILURE;
-            }
-            // ssh-agent's restrict-websafe: a key made for a web origin signs only SSH logins
-            // and SSHSIG data, never a web challenge.
-            if self.config.compat.restrict_websafe
-                && !application.starts_with("ssh:")
-                && matches!(
-                    policy::request::classify(req.data),
-                    policy::request::SignedData::Other
-                )
-            {
-                tracing::info!(fingerprint = %entry.fingerprint, "refused to sign non-SSH data with a web security key");
-                return Reply::FAILURE;
-            }
+        if let Some(application) = &entry.sk_application
+            && let Some(why) = sk_refusal(
+                application,
+                self.bindings.forwarded(),
+                self.config.compat.restrict_websafe,
+                req.data,
+            )
+        {
+            tracing::info!(fingerprint = %entry.fingerprint, pid = ?self.peer.pid, why, "security-key signature refused");
+            self.audit_refused("sign", why).await;
+            return Reply::FAILURE;
         }
         let flags = req.flags;
         let data = req.data.to_vec();
@@ -705,6 +696,31 @@ fn destination_policy(restrict: &RestrictDestination) -> Result<policy::Policy, 
     })
 }
 
+/// Why a security key (made for `application`) may not sign `data`, if it may not: a provider is
+/// never loaded on behalf of a forwarded connection, and under ssh-agent's restrict-websafe a
+/// key made for a web origin signs only SSH logins and SSHSIG data, never a web challenge.
+fn sk_refusal(
+    application: &str,
+    forwarded: bool,
+    restrict_websafe: bool,
+    data: &[u8],
+) -> Option<&'static str> {
+    if forwarded {
+        return Some("security key over a forwarded connection");
+    }
+    let web = !application.starts_with("ssh:");
+    if restrict_websafe
+        && web
+        && matches!(
+            policy::request::classify(data),
+            policy::request::SignedData::Other
+        )
+    {
+        return Some("web security key asked to sign non-SSH data");
+    }
+    None
+}
+
 /// Gives back a signature counted by `authorize` that was not made.
 fn release(entry: &Entry) {
     if let Some(stored) = &entry.policy {
@@ -1087,6 +1103,27 @@ mod tests {
         assert_eq!(
             send(&mut other.session, &request(login)).await,
             wire::FAILURE
+        );
+    }
+
+    #[test]
+    fn security_keys_never_sign_for_forwarded_connections_or_the_web() {
+        let mut login = Vec::new();
+        b"sid".encode(&mut login).unwrap();
+        login.push(50);
+        for part in [&b"me"[..], b"ssh-connection", b"publickey"] {
+            part.encode(&mut login).unwrap();
+        }
+        login.push(1);
+        b"sk-ssh-ed25519@openssh.com".encode(&mut login).unwrap();
+        b"blob".encode(&mut login).unwrap();
+        assert_eq!(sk_refusal("ssh:", false, true, b"anything"), None);
+        assert!(sk_refusal("ssh:", true, true, &login).is_some());
+        assert!(sk_refusal("https://example.com", false, true, b"challenge").is_some());
+        assert_eq!(sk_refusal("https://example.com", false, true, &login), None);
+        assert_eq!(
+            sk_refusal("https://example.com", false, false, b"challenge"),
+            None
         );
     }
 
