@@ -169,6 +169,10 @@ fn certificates_of_every_type_behave_as_with_ssh_agent() {
         );
         assert!(public.stdout.contains(&line), "{line} in {public:#?}");
     }
+    // Locked and unlocked, every certificate still signs (its key was sealed and reopened).
+    for flag in ["-x", "-X"] {
+        agent.ssh_add_askpass("pw", &[flag]).assert_success(flag);
+    }
     for (key, cert, confirm) in &added {
         if !confirm {
             let cert = cert.to_str().expect("utf-8 path");
