@@ -35,7 +35,10 @@ pub struct Constraints {
 pub struct Entry {
     /// The public key blob, by which clients name the key.
     pub blob: Vec<u8>,
-    /// `SHA256:...`, computed once for logs, prompts and audit.
+    /// The plain public key blob: for a certificate, the certified key's, over which fingerprints
+    /// are computed (as OpenSSH does); otherwise the same as `blob`.
+    pub key_blob: Vec<u8>,
+    /// `SHA256:...` of `key_blob`, computed once for logs, prompts and audit.
     pub fingerprint: String,
     /// The comment shown by `ssh-add -l`.
     pub comment: String,
@@ -47,6 +50,8 @@ pub struct Entry {
     pub policy: Option<KeyPolicy>,
     /// Whether it is an RSA key (whose signature algorithm depends on the request's flags).
     pub is_rsa: bool,
+    /// For a FIDO security key, its application (`ssh:` for keys made for SSH).
+    pub sk_application: Option<String>,
 }
 
 /// A key's policy as the agent enforces it.
@@ -69,14 +74,21 @@ impl Entry {
         constraints: Constraints,
     ) -> Result<Self, crate::keys::KeyError> {
         let signer = signer.into();
+        let blob = crate::keys::public_blob(public)?;
         Ok(Self {
-            blob: crate::keys::public_blob(public)?,
+            key_blob: blob.clone(),
+            blob,
             fingerprint: public.fingerprint(ssh_key::HashAlg::Sha256).to_string(),
             comment,
             signer,
             constraints,
             policy: None,
             is_rsa: matches!(public, ssh_key::public::KeyData::Rsa(_)),
+            sk_application: match public {
+                ssh_key::public::KeyData::SkEcdsaSha2NistP256(k) => Some(k.application().into()),
+                ssh_key::public::KeyData::SkEd25519(k) => Some(k.application().into()),
+                _ => None,
+            },
         })
     }
 

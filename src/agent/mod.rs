@@ -5,8 +5,10 @@
 //! Protocol code decides nothing about keys on its own: it decodes, asks the key ring, encodes.
 
 pub mod bind;
+pub mod compat;
 pub mod confirm;
 pub mod frame;
+pub mod identity;
 pub mod keyring;
 pub mod lock;
 pub mod senders;
@@ -14,5 +16,6 @@ pub mod session;
 pub mod slot;
 pub mod wire;
 
+pub use compat::CompatOptions;
 pub use keyring::Keyring;
 pub use session::{AgentConfig, Session};

@@ -6,16 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ssh_agent_lib::proto::extension::RestrictDestination;
-use ssh_agent_lib::proto::{
-    AddIdentity, AddIdentityConstrained, Extension, KeyConstraint, PrivateCredential, Request,
-    SignRequest,
-};
+use ssh_agent_lib::proto::{Extension, KeyConstraint, Request};
 use ssh_encoding::Decode;
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
 use crate::agent::bind::Bindings;
 use crate::agent::confirm;
+use crate::agent::identity;
 use crate::agent::keyring::{Constraints, Entry, Keyring};
 use crate::agent::senders::Senders;
 use crate::agent::wire::{self, Reply};
@@ -24,6 +22,8 @@ use crate::clock::Clock;
 use crate::keys::{self, Signer};
 use crate::policy::{self, Decision};
 use crate::store::{AuditEvent, AuditOutcome};
+use ssh_encoding::Encode;
+use ssh_key::private::KeypairData;
 
 /// Why a legacy `ssh-rsa` signature is refused on a forwarded connection (audit reason).
 const FORWARDED_SHA1: &str =
@@ -45,6 +45,8 @@ pub struct AgentConfig {
     sign_slots: Semaphore,
     /// Where decisions are recorded (absent without a store).
     pub auditor: Option<Auditor>,
+    /// What ssh-agent's `-E`, `-P` and `-O` flags set.
+    pub compat: super::CompatOptions,
 }
 
 impl AgentConfig {
@@ -61,6 +63,7 @@ impl AgentConfig {
             default_lifetime,
             sign_slots: Semaphore::new(cores),
             auditor: None,
+            compat: super::CompatOptions::new(),
         }
     }
 
@@ -68,6 +71,13 @@ impl AgentConfig {
     #[must_use]
     pub fn with_auditor(mut self, auditor: Option<Auditor>) -> Self {
         self.auditor = auditor;
+        self
+    }
+
+    /// Applies ssh-agent's `-E`, `-P` and `-O` settings.
+    #[must_use]
+    pub fn with_compat(mut self, compat: super::CompatOptions) -> Self {
+        self.compat = compat;
         self
     }
 }
@@ -146,18 +156,18 @@ impl Session {
             self.audit_plain(action, ok).await;
             return Reply::status(ok);
         }
-        let request = match decode_exact(frame) {
-            Ok(request) => request,
+        let message = match decode(kind, frame) {
+            Ok(message) => message,
             Err(why) => {
-                tracing::debug!(message = kind, %why, "refused undecodable request");
+                tracing::info!(message = kind, %why, "refused undecodable request");
                 return Reply::FAILURE;
             }
         };
         let now = self.config.clock.boot_now();
         if self.keyring.is_locked() {
             // A locked agent lists nothing and does nothing but unlock.
-            return match request {
-                Request::RequestIdentities => {
+            return match message {
+                Message::Other(Request::RequestIdentities) => {
                     Reply::Owned(wire::identities_answer(std::iter::empty()))
                 }
                 _ => Reply::FAILURE,
@@ -166,39 +176,30 @@ impl Session {
         // Over a forwarded agent, the far host may use the keys (as policies allow) but never
         // change them: adding or removing keys is for the machine the agent runs on.
         if self.bindings.forwarded()
-            && let Some(action) = key_change(&request)
+            && let Some(action) = key_change(&message)
         {
             tracing::info!(pid = ?self.peer.pid, action, "refused a key change over a forwarded connection");
             self.audit_refused(action, "over a forwarded connection")
                 .await;
             return Reply::FAILURE;
         }
-        match request {
-            Request::RequestIdentities => self.identities(now),
-            Request::SignRequest(req) => self.sign(req).await,
-            Request::AddIdentity(AddIdentity { credential }) => {
-                let reply = self.add(credential, &[]);
+        let request = match message {
+            Message::Sign(sign) => return self.sign(sign).await,
+            Message::Add(add) => {
+                let reply = self.add(add);
                 self.audit_plain("add", reply.as_bytes()[0] == wire::SUCCESS)
                     .await;
-                reply
+                return reply;
             }
-            Request::AddIdConstrained(AddIdentityConstrained {
-                identity,
-                constraints,
-            }) => {
-                let reply = self.add(identity.credential, &constraints);
-                self.audit_plain("add", reply.as_bytes()[0] == wire::SUCCESS)
-                    .await;
-                reply
-            }
-            Request::RemoveIdentity(req) => {
-                let Ok(blob) = keys::public_blob(req.credential.key_data()) else {
-                    return Reply::FAILURE;
-                };
+            Message::Remove(blob) => {
                 let ok = self.keyring.remove(&blob).unwrap_or(false);
                 self.audit_plain("remove", ok).await;
-                Reply::status(ok)
+                return Reply::status(ok);
             }
+            Message::Other(request) => request,
+        };
+        match request {
+            Request::RequestIdentities => self.identities(now),
             Request::RemoveAllIdentities => {
                 let ok = self.keyring.remove_all().is_ok();
                 self.audit_plain("remove_all", ok).await;
@@ -206,25 +207,39 @@ impl Session {
             }
             Request::Extension(ext) => self.extension(&ext),
             // Smartcard (PKCS#11) providers are not supported: no code from a client is loaded.
+            // Keys, signatures and removals are decoded in `identity`, never here.
             Request::AddSmartcardKey(_)
             | Request::RemoveSmartcardKey(_)
             | Request::AddSmartcardKeyConstrained(_)
+            | Request::SignRequest(_)
+            | Request::AddIdentity(_)
+            | Request::AddIdConstrained(_)
+            | Request::RemoveIdentity(_)
             | Request::Lock(_)
             | Request::Unlock(_) => Reply::FAILURE,
         }
     }
 
-    async fn sign(&self, req: SignRequest) -> Reply {
+    async fn sign(&self, req: identity::Sign<'_>) -> Reply {
         let now = self.config.clock.boot_now();
-        let Ok(blob) = keys::public_blob(req.credential.key_data()) else {
-            return Reply::FAILURE;
-        };
-        let Some(entry) = self.keyring.find(&blob, now) else {
+        let Some(entry) = self.keyring.find(req.blob, now) else {
             tracing::debug!("sign request for a key the agent does not hold");
             return Reply::FAILURE;
         };
+        if let Some(application) = &entry.sk_application
+            && let Some(why) = sk_refusal(
+                application,
+                self.bindings.forwarded(),
+                self.config.compat.restrict_websafe,
+                req.data,
+            )
+        {
+            tracing::info!(fingerprint = %entry.fingerprint, pid = ?self.peer.pid, why, "security-key signature refused");
+            self.audit_refused("sign", why).await;
+            return Reply::FAILURE;
+        }
         let flags = req.flags;
-        let data = req.data;
+        let data = req.data.to_vec();
         let lineage = Arc::clone(self.lineage.get_or_init(|| {
             Arc::new(
                 self.peer
@@ -468,32 +483,80 @@ impl Session {
         }))
     }
 
-    fn add(&self, credential: PrivateCredential, constraints: &[KeyConstraint]) -> Reply {
-        let PrivateCredential::Key { privkey, comment } = credential else {
-            tracing::info!("refused to add an OpenSSH certificate identity (not supported yet)");
-            return Reply::FAILURE;
-        };
-        let (constraints, destinations) = match self.constraints(constraints) {
+    fn add(&self, add: identity::Add) -> Reply {
+        let (constraints, destinations, provider) = match self.constraints(&add.constraints) {
             Ok(c) => c,
             Err(why) => {
                 tracing::info!(%why, "refused to add a key with a constraint we cannot enforce");
                 return Reply::FAILURE;
             }
         };
-        let public = ssh_key::public::KeyData::try_from(&privkey);
-        let (Ok(public), Ok(signer)) = (public, Signer::from_keypair(&privkey)) else {
-            tracing::info!("refused to add a key that cannot be used for signing");
-            return Reply::FAILURE;
+        let identity::Add {
+            blob,
+            public,
+            keypair,
+            comment,
+            certificate,
+            ..
+        } = add;
+        let signer = match provider {
+            Some(provider) => self
+                .provider(&keypair, &provider)
+                .and_then(|path| Signer::security_key(&keypair, path).map_err(|e| e.to_string())),
+            None => Signer::from_keypair(&keypair).map_err(|e| e.to_string()),
         };
-        drop(privkey);
+        let signer = match signer {
+            Ok(signer) => signer,
+            Err(why) => {
+                tracing::info!(%why, "refused to add a key that cannot be used for signing");
+                return Reply::FAILURE;
+            }
+        };
+        drop(keypair);
         let Ok(mut entry) = Entry::new(&public, comment, signer, constraints) else {
             return Reply::FAILURE;
         };
+        // A certificate is named by its own blob; its fingerprint is its key's, as in OpenSSH.
+        entry.blob = blob;
         if let Some(policy) = destinations {
             entry = entry.with_policy(None, policy, self.config.clock.unix_now());
         }
-        tracing::info!(fingerprint = %entry.fingerprint, pid = ?self.peer.pid, "key added");
+        tracing::info!(fingerprint = %entry.fingerprint, certificate, pid = ?self.peer.pid, "key added");
         Reply::status(self.keyring.add(entry).is_ok())
+    }
+
+    /// The provider library a security key names, as ssh-agent checks it: only for security
+    /// keys, by its real path, which the `-P` allow-list must match. The built-in provider is
+    /// reached through OpenSSH's `ssh-sk-helper` (keyward does not link libfido2).
+    fn provider(&self, keypair: &KeypairData, named: &str) -> Result<PathBuf, String> {
+        if !matches!(
+            keypair,
+            KeypairData::SkEcdsaSha2NistP256(_) | KeypairData::SkEd25519(_)
+        ) {
+            return Err("a provider was named for a key that is not a security key".into());
+        }
+        if named.eq_ignore_ascii_case(keys::sk::INTERNAL) {
+            // libfido2 is not linked into keyward: OpenSSH's own helper has it.
+            return if keys::sk::openssh_helper().is_some() {
+                Ok(PathBuf::from(keys::sk::INTERNAL))
+            } else {
+                Err(
+                    "the built-in security-key provider needs OpenSSH's ssh-sk-helper (which \
+                     has libfido2), and none is installed: name a provider library (ssh-add -S \
+                     PATH)"
+                        .into(),
+                )
+            };
+        }
+        let real = std::fs::canonicalize(named)
+            .map_err(|e| format!("security-key provider {named:?}: {e}"))?;
+        let shown = real.to_string_lossy();
+        if !self.config.compat.providers.allows(&shown) {
+            return Err(format!(
+                "security-key provider {shown} is not allowed (keyward-agent -P)"
+            ));
+        }
+        Ok(real)
     }
 
     /// Turns wire constraints into ours; any constraint we would not enforce refuses the add.
@@ -501,19 +564,32 @@ impl Session {
     fn constraints(
         &self,
         wire: &[KeyConstraint],
-    ) -> Result<(Constraints, Option<policy::Policy>), String> {
+    ) -> Result<(Constraints, Option<policy::Policy>, Option<String>), String> {
         let now = self.config.clock.boot_now();
         let mut out = Constraints {
             expires: self.config.default_lifetime.map(|l| now + l),
             confirm: false,
         };
         let mut destinations = None;
+        let mut provider = None;
         for constraint in wire {
             match constraint {
                 KeyConstraint::Lifetime(secs) => {
                     out.expires = Some(now + Duration::from_secs(u64::from(*secs)));
                 }
                 KeyConstraint::Confirm => out.confirm = true,
+                KeyConstraint::Extension(ext) if ext.name == keys::sk::PROVIDER_EXTENSION => {
+                    if provider.is_some() {
+                        return Err("security-key provider named twice".into());
+                    }
+                    let mut details = Vec::new();
+                    ext.details
+                        .encode(&mut details)
+                        .map_err(|e| format!("malformed provider constraint: {e}"))?;
+                    let name = String::from_utf8(details)
+                        .map_err(|_| "security-key provider path is not UTF-8".to_owned())?;
+                    provider = Some(name);
+                }
                 KeyConstraint::Extension(ext) => {
                     match ext.parse_key_constraint::<RestrictDestination>() {
                         Ok(Some(restrict)) => destinations = Some(destination_policy(&restrict)?),
@@ -525,7 +601,7 @@ impl Session {
                 }
             }
         }
-        Ok((out, destinations))
+        Ok((out, destinations, provider))
     }
 
     fn extension(&mut self, ext: &Extension) -> Reply {
@@ -720,6 +796,31 @@ fn destination_policy(restrict: &RestrictDestination) -> Result<policy::Policy, 
     })
 }
 
+/// Why a security key (made for `application`) may not sign `data`, if it may not: a provider is
+/// never loaded on behalf of a forwarded connection, and under ssh-agent's restrict-websafe a
+/// key made for a web origin signs only SSH logins and SSHSIG data, never a web challenge.
+fn sk_refusal(
+    application: &str,
+    forwarded: bool,
+    restrict_websafe: bool,
+    data: &[u8],
+) -> Option<&'static str> {
+    if forwarded {
+        return Some("security key over a forwarded connection");
+    }
+    let web = !application.starts_with("ssh:");
+    if restrict_websafe
+        && web
+        && matches!(
+            policy::request::classify(data),
+            policy::request::SignedData::Other
+        )
+    {
+        return Some("web security key asked to sign non-SSH data");
+    }
+    None
+}
+
 /// Gives back a signature counted by `authorize` that was not made.
 fn release(entry: &Entry) {
     if let Some(stored) = &entry.policy {
@@ -729,6 +830,29 @@ fn release(entry: &Entry) {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .release();
     }
+}
+
+/// A request, decoded by [`identity`] when it carries a key and by ssh-agent-lib otherwise.
+enum Message<'a> {
+    Sign(identity::Sign<'a>),
+    Add(identity::Add),
+    Remove(Vec<u8>),
+    Other(Request),
+}
+
+/// Decodes the request in `frame` (whose first byte is `kind`).
+fn decode(kind: u8, frame: &[u8]) -> Result<Message<'_>, String> {
+    match kind {
+        identity::SIGN_REQUEST => identity::decode_sign(frame).map(Message::Sign),
+        identity::ADD_IDENTITY | identity::ADD_ID_CONSTRAINED => {
+            identity::decode_add(frame).map(Message::Add)
+        }
+        identity::REMOVE_IDENTITY => {
+            identity::decode_remove(frame).map(|blob| Message::Remove(blob.to_vec()))
+        }
+        _ => return decode_exact(frame).map(Message::Other),
+    }
+    .map_err(|e| e.to_string())
 }
 
 /// Decodes a request that must use the whole frame: trailing bytes are an error.
@@ -750,7 +874,13 @@ fn read_password(body: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
 }
 
 /// The audit action of a request that adds or removes keys (smartcard providers included).
-fn key_change(request: &Request) -> Option<&'static str> {
+fn key_change(message: &Message<'_>) -> Option<&'static str> {
+    let request = match message {
+        Message::Add(_) => return Some("add"),
+        Message::Remove(_) => return Some("remove"),
+        Message::Sign(_) => return None,
+        Message::Other(request) => request,
+    };
     match request {
         Request::AddIdentity(_) | Request::AddIdConstrained(_) => Some("add"),
         Request::RemoveIdentity(_) => Some("remove"),
@@ -784,7 +914,10 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use ssh_agent_lib::proto::extension::SessionBind;
-    use ssh_agent_lib::proto::{PublicCredential, Unparsed};
+    use ssh_agent_lib::proto::{
+        AddIdentity, AddIdentityConstrained, PrivateCredential, PublicCredential, SignRequest,
+        Unparsed,
+    };
     use ssh_encoding::Encode;
     use ssh_key::PrivateKey;
 
@@ -1100,6 +1233,27 @@ mod tests {
         assert_eq!(
             send(&mut other.session, &request(login)).await,
             wire::FAILURE
+        );
+    }
+
+    #[test]
+    fn security_keys_never_sign_for_forwarded_connections_or_the_web() {
+        let mut login = Vec::new();
+        b"sid".encode(&mut login).unwrap();
+        login.push(50);
+        for part in [&b"me"[..], b"ssh-connection", b"publickey"] {
+            part.encode(&mut login).unwrap();
+        }
+        login.push(1);
+        b"sk-ssh-ed25519@openssh.com".encode(&mut login).unwrap();
+        b"blob".encode(&mut login).unwrap();
+        assert_eq!(sk_refusal("ssh:", false, true, b"anything"), None);
+        assert!(sk_refusal("ssh:", true, true, &login).is_some());
+        assert!(sk_refusal("https://example.com", false, true, b"challenge").is_some());
+        assert_eq!(sk_refusal("https://example.com", false, true, &login), None);
+        assert_eq!(
+            sk_refusal("https://example.com", false, false, b"challenge"),
+            None
         );
     }
 

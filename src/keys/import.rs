@@ -58,6 +58,19 @@ pub fn is_encrypted(text: &str) -> bool {
 /// Parses a private key; `passphrase` is used only if the key is encrypted. A comment found in
 /// the file (OpenSSH format) is kept; PEM formats have none.
 pub fn parse_private_key(text: &str, passphrase: Option<&[u8]>) -> Result<PrivateKey, ImportError> {
+    let key = parse_any(text, passphrase)?;
+    // DSA signs with SHA-1 only, which store policies treat as legacy: the agent takes DSA keys
+    // from ssh-add (OpenSSH 9.2 still offers them), the store does not.
+    if matches!(key.key_data(), KeypairData::Dsa(_)) {
+        return Err(ImportError::Unsupported(DSA));
+    }
+    Ok(key)
+}
+
+/// Why DSA keys are refused.
+const DSA: &str = "DSA (not supported in the store: use Ed25519, ECDSA or RSA, or add it to the agent with ssh-add)";
+
+fn parse_any(text: &str, passphrase: Option<&[u8]>) -> Result<PrivateKey, ImportError> {
     if text.contains("Proc-Type: 4,ENCRYPTED") {
         return Err(ImportError::LegacyEncryptedPem);
     }
@@ -289,6 +302,19 @@ mod tests {
             parse_private_key(&text, None),
             Err(ImportError::Unsupported(_))
         ));
+    }
+
+    #[test]
+    fn refuses_dsa_for_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k");
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-t", "dsa", "-N", ""])
+            .arg("-f")
+            .arg(&key));
+        let text = std::fs::read_to_string(&key).unwrap();
+        let err = parse_private_key(&text, None).unwrap_err();
+        assert!(err.to_string().contains("DSA"), "{err}");
     }
 
     #[test]

@@ -2,10 +2,13 @@
 //! private half. Parsing and formats come from `ssh-key`; private-key operations go through
 //! [`signer`].
 
+pub mod cert;
 pub mod fingerprint;
 pub mod generate;
 pub mod import;
+pub mod private;
 pub mod signer;
+pub mod sk;
 
 pub use signer::{KeyError, Signer};
 

@@ -12,6 +12,9 @@ use rsa::pkcs1v15::SigningKey;
 use rsa::signature::{RandomizedSigner, SignatureEncoding};
 use ssh_encoding::Encode;
 use ssh_key::private::{KeypairData, RsaKeypair};
+use std::os::unix::ffi::OsStringExt;
+use std::path::PathBuf;
+
 use zeroize::Zeroizing;
 
 /// Agent sign-request flag asking for an `rsa-sha2-256` signature.
@@ -19,8 +22,8 @@ pub const RSA_SHA2_256: u32 = 0x02;
 /// Agent sign-request flag asking for an `rsa-sha2-512` signature.
 pub const RSA_SHA2_512: u32 = 0x04;
 
-/// Why P-521 keys are refused.
-pub const P521: &str = "ECDSA P-521 (not supported: use Ed25519, ECDSA P-256/P-384 or RSA)";
+/// Why P-521 keys are refused by the store's import (the agent takes them from `ssh-add`).
+pub const P521: &str = "ECDSA P-521 (not supported in the store: use Ed25519, ECDSA P-256/P-384 or RSA, or add it to the agent with ssh-add)";
 
 /// Why a key cannot be used or a signature not made.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +40,9 @@ pub enum KeyError {
     /// A private key in wire form does not decode.
     #[error("malformed private key")]
     Malformed(#[source] ssh_key::Error),
+    /// The key's parts are inconsistent or out of range.
+    #[error("invalid private key: {0}")]
+    Invalid(&'static str),
     /// A signing backend reported an error.
     #[error("signing failed: {0}")]
     Signing(String),
@@ -51,6 +57,10 @@ enum Kind {
     Rsa(Box<RsaSigner>),
     Ed25519(Box<ssh_key::private::Ed25519Keypair>),
     Ecdsa(Box<ssh_key::private::EcdsaKeypair>),
+    /// DSA (`ssh-dss`), still offered by OpenSSH 9.2 and used by its tests.
+    Dsa(Box<ssh_key::private::DsaKeypair>),
+    /// A FIDO security key, signing through its provider in a helper process.
+    Sk(Box<crate::keys::sk::SkSigner>),
 }
 
 struct RsaSigner {
@@ -67,6 +77,8 @@ impl std::fmt::Debug for Signer {
             Kind::Rsa(_) => "Signer(RSA)",
             Kind::Ed25519(_) => "Signer(Ed25519)",
             Kind::Ecdsa(_) => "Signer(ECDSA)",
+            Kind::Dsa(_) => "Signer(DSA)",
+            Kind::Sk(_) => "Signer(security key)",
         })
     }
 }
@@ -77,12 +89,21 @@ impl Signer {
         let kind = match keypair {
             KeypairData::Rsa(rsa) => Kind::Rsa(Box::new(RsaSigner::new(rsa)?)),
             KeypairData::Ed25519(ed) => Kind::Ed25519(Box::new(ed.clone())),
-            // ssh-key 0.6 misreads about a third of P-521 keys (a private scalar shorter than 66
-            // bytes), so P-521 is refused everywhere rather than accepted sometimes.
-            KeypairData::Ecdsa(ssh_key::private::EcdsaKeypair::NistP521 { .. }) => {
-                return Err(KeyError::Unsupported(P521.into()));
-            }
+            // ECDSA keys from the wire are read by `keys::private`, which checks the scalar
+            // against the public point (ssh-key 0.6 cannot read short P-521 scalars).
             KeypairData::Ecdsa(ec) => Kind::Ecdsa(Box::new(ec.clone())),
+            KeypairData::Dsa(dsa) => {
+                // Checked once here (the `dsa` crate validates the group and key), not per
+                // signature.
+                let _checked = dsa::SigningKey::try_from(dsa)
+                    .map_err(|_| KeyError::Invalid("DSA key parameters"))?;
+                Kind::Dsa(Box::new(dsa.clone()))
+            }
+            KeypairData::SkEcdsaSha2NistP256(_) | KeypairData::SkEd25519(_) => {
+                return Err(KeyError::Unsupported(
+                    "security key without a provider (ssh-add names one)".into(),
+                ));
+            }
             other => {
                 let name = other
                     .algorithm()
@@ -91,6 +112,18 @@ impl Signer {
             }
         };
         Ok(Self { kind })
+    }
+
+    /// A security key that signs through the provider library at `provider` (canonical, allowed).
+    pub fn security_key(keypair: &KeypairData, provider: PathBuf) -> Result<Self, KeyError> {
+        Ok(Self {
+            kind: Kind::Sk(Box::new(crate::keys::sk::SkSigner::new(keypair, provider)?)),
+        })
+    }
+
+    /// Whether this key signs through a security-key provider.
+    pub fn is_security_key(&self) -> bool {
+        matches!(self.kind, Kind::Sk(_))
     }
 
     /// Whether this is an RSA key (the only type whose signature depends on the flags).
@@ -111,6 +144,8 @@ impl Signer {
                 ssh_key::private::EcdsaKeypair::NistP384 { .. } => "ecdsa-sha2-nistp384",
                 ssh_key::private::EcdsaKeypair::NistP521 { .. } => "ecdsa-sha2-nistp521",
             },
+            Kind::Dsa(_) => "ssh-dss",
+            Kind::Sk(sk) => sk.algorithm(),
         }
     }
 
@@ -125,6 +160,9 @@ impl Signer {
             }
             Kind::Ed25519(ed) => encode_signature(&try_sign(ed.as_ref(), data)?),
             Kind::Ecdsa(ec) => encode_signature(&try_sign(ec.as_ref(), data)?),
+            // A 40-byte r || s blob (RFC 4253 6.6) over SHA-1, deterministic (RFC 6979).
+            Kind::Dsa(dsa) => encode_signature(&try_sign(dsa.as_ref(), data)?),
+            Kind::Sk(sk) => sk.sign(data),
         }
     }
 }
@@ -140,17 +178,36 @@ impl Signer {
             Kind::Rsa(rsa) => KeypairData::Rsa(rsa.keypair()?),
             Kind::Ed25519(ed) => KeypairData::Ed25519(ed.as_ref().clone()),
             Kind::Ecdsa(ec) => KeypairData::Ecdsa(ec.as_ref().clone()),
+            Kind::Dsa(dsa) => KeypairData::Dsa(dsa.as_ref().clone()),
+            Kind::Sk(sk) => sk.keypair().clone(),
         };
-        let len = ssh_encoding::Encode::encoded_len(&keypair).map_err(KeyError::Encoding)?;
+        // A security key's provider follows its key.
+        let provider = match &self.kind {
+            Kind::Sk(sk) => Some(sk.provider().as_os_str().as_encoded_bytes()),
+            _ => None,
+        };
+        let len = ssh_encoding::Encode::encoded_len(&keypair).map_err(KeyError::Encoding)?
+            + provider.map_or(0, |p| 4 + p.len());
         let mut out = Zeroizing::new(Vec::with_capacity(len));
         keypair.encode(&mut *out).map_err(KeyError::Encoding)?;
+        if let Some(provider) = provider {
+            provider.encode(&mut *out).map_err(KeyError::Encoding)?;
+        }
         Ok(out)
     }
 
     /// Prepares the key [`to_wire`](Self::to_wire) wrote.
     pub fn from_wire(mut bytes: &[u8]) -> Result<Self, KeyError> {
-        let keypair = <KeypairData as ssh_encoding::Decode>::decode(&mut bytes)
-            .map_err(KeyError::Malformed)?;
+        let keypair = crate::keys::private::read_keypair(&mut bytes)?;
+        if matches!(
+            keypair,
+            KeypairData::SkEcdsaSha2NistP256(_) | KeypairData::SkEd25519(_)
+        ) {
+            let provider = <Vec<u8> as ssh_encoding::Decode>::decode(&mut bytes)
+                .map_err(|e| KeyError::Malformed(e.into()))?;
+            let provider = std::ffi::OsString::from_vec(provider);
+            return Self::security_key(&keypair, PathBuf::from(provider));
+        }
         if !bytes.is_empty() {
             let trailing = ssh_encoding::Error::TrailingData {
                 remaining: bytes.len(),

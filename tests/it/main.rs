@@ -9,14 +9,17 @@ mod sshd;
 mod util;
 mod wire;
 
+mod agent_certs;
 mod agent_constraints;
 mod agent_extensions;
 mod agent_hardening;
 mod agent_keys;
+mod agent_keytypes;
 mod agent_lock;
 mod agent_login;
 mod agent_protocol;
 mod agent_sign;
+mod agent_sk;
 mod agent_sockets;
 mod audit_trail;
 mod cert_atomic;

@@ -374,6 +374,7 @@ pub enum KeyType {
     Rsa(u32),
     Ed25519,
     Ecdsa(u32),
+    Dsa,
 }
 
 impl KeyType {
@@ -384,6 +385,7 @@ impl KeyType {
             KeyType::Ecdsa(bits) => {
                 vec!["-t".into(), "ecdsa".into(), "-b".into(), bits.to_string()]
             }
+            KeyType::Dsa => vec!["-t".into(), "dsa".into()],
         }
     }
 }
