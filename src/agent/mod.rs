@@ -9,6 +9,7 @@ pub mod confirm;
 pub mod frame;
 pub mod keyring;
 pub mod lock;
+pub mod restrict;
 pub mod session;
 pub mod slot;
 pub mod wire;

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ssh_agent_lib::proto::extension::RestrictDestination;
 use ssh_agent_lib::proto::{
     AddIdentity, AddIdentityConstrained, Extension, KeyConstraint, PrivateCredential, Request,
     SignRequest,
@@ -276,7 +275,7 @@ impl Session {
                     .usage
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let decision = policy::decide(&stored.policy, &request.context(now, &usage));
+                let decision = policy::decide(&stored.policy, &request.context(now, &usage, entry));
                 // Count the signature under the same lock as the decision, so simultaneous
                 // requests cannot all pass a limit; it is given back if no signature is made.
                 if matches!(decision, Decision::Allow { .. }) {
@@ -380,21 +379,19 @@ impl Session {
         let _ = tokio::task::spawn_blocking(move || auditor.record_or_log(event)).await;
     }
 
-    /// The identities answer for this connection: on a connection ssh bound to a host, only the
-    /// keys whose policy allows that host (so servers do not count refused keys as failures).
+    /// The identities answer for this connection: on a connection ssh bound to a host (or
+    /// whose binding failed), only the keys their policy and destination constraints permit
+    /// there ([`policy::visible`]), so servers do not count refused keys as failures.
     fn identities(&self, now: crate::clock::BootInstant) -> Reply {
         let hops = self.bindings.hops();
-        let Some(last) = hops.last() else {
+        if hops.is_empty() && !self.bindings.failed() {
             return Reply::Shared(self.keyring.identities_answer(now));
-        };
-        let host = last
-            .host_key
-            .fingerprint(ssh_key::HashAlg::Sha256)
-            .to_string();
-        let forwarded = hops.iter().any(|h| h.forwarded);
+        }
+        let unix_now = self.config.clock.unix_now();
+        let failed = self.bindings.failed();
         Reply::Owned(self.keyring.identities_answer_filtered(now, |entry| {
             entry.policy.as_ref().is_none_or(|s| {
-                s.policy.allows_host(&host) && !(forwarded && s.policy.deny_forwarding)
+                policy::visible(&s.policy, s.restrict.as_ref(), hops, failed, unix_now)
             })
         }))
     }
@@ -420,19 +417,46 @@ impl Session {
         let Ok(mut entry) = Entry::new(&public, comment, signer, constraints) else {
             return Reply::FAILURE;
         };
-        if let Some(policy) = destinations {
-            entry = entry.with_policy(None, policy, self.config.clock.unix_now());
+        let now = self.config.clock.unix_now();
+        // A stored key added again keeps its stored policy (and usage); `-h` adds to it.
+        let boot_now = self.config.clock.boot_now();
+        if let Some(stored) = self.keyring.find(&entry.blob, boot_now).and_then(|old| {
+            old.policy.as_ref().filter(|p| p.id.is_some()).map(|p| {
+                let usage = p
+                    .usage
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                (p.id, p.policy.clone(), usage)
+            })
+        }) {
+            let (id, policy, usage) = stored;
+            entry = entry.with_policy(id, policy, now);
+            if let Some(p) = entry.policy.as_mut() {
+                p.usage = std::sync::Mutex::new(usage);
+            }
+        } else if destinations.is_some() {
+            // ssh-add keys keep OpenSSH's algorithm rules.
+            let policy = policy::Policy {
+                allow_sha1: true,
+                ..policy::Policy::default()
+            };
+            entry = entry.with_policy(None, policy, now);
+        }
+        if let Some(p) = entry.policy.as_mut() {
+            p.restrict = destinations;
         }
         tracing::info!(fingerprint = %entry.fingerprint, pid = ?self.peer.pid, "key added");
         Reply::status(self.keyring.add(entry).is_ok())
     }
 
-    /// Turns wire constraints into ours; any constraint we would not enforce refuses the add.
-    /// Destination constraints (`ssh-add -h`) become a policy enforced like a stored key's.
+    /// Turns wire constraints into ours; any constraint we would not enforce refuses the add,
+    /// and so does one given twice (as in OpenSSH). Destination constraints (`ssh-add -h`) are
+    /// checked with the key's policy by [`policy::decide`].
     fn constraints(
         &self,
         wire: &[KeyConstraint],
-    ) -> Result<(Constraints, Option<policy::Policy>), String> {
+    ) -> Result<(Constraints, Option<policy::dest::Destinations>), String> {
         let now = self.config.clock.boot_now();
         let mut out = Constraints {
             expires: self.config.default_lifetime.map(|l| now + l),
@@ -445,14 +469,16 @@ impl Session {
                     out.expires = Some(now + Duration::from_secs(u64::from(*secs)));
                 }
                 KeyConstraint::Confirm => out.confirm = true,
-                KeyConstraint::Extension(ext) => {
-                    match ext.parse_key_constraint::<RestrictDestination>() {
-                        Ok(Some(restrict)) => destinations = Some(destination_policy(&restrict)?),
-                        Ok(None) => {
-                            return Err(format!("unsupported constraint extension {:?}", ext.name));
-                        }
-                        Err(e) => return Err(format!("malformed destination constraint: {e}")),
+                KeyConstraint::Extension(ext) if ext.name == crate::agent::restrict::NAME => {
+                    if destinations.is_some() {
+                        return Err("destination constraint given twice".into());
                     }
+                    let parsed = crate::agent::restrict::parse(ext.details.as_ref())
+                        .map_err(|e| e.to_string())?;
+                    destinations = Some(parsed);
+                }
+                KeyConstraint::Extension(ext) => {
+                    return Err(format!("unsupported constraint extension {:?}", ext.name));
                 }
             }
         }
@@ -488,6 +514,7 @@ struct Requester<'a> {
     exe: Option<String>,
     chain: Arc<Vec<policy::peer::Process>>,
     bindings: &'a [crate::agent::bind::Binding],
+    bind_failed: bool,
     host: Option<String>,
     data: policy::request::SignedData,
     algorithm: &'static str,
@@ -506,10 +533,8 @@ impl<'a> Requester<'a> {
             exe: chain.first().and_then(|p| p.exe.clone()),
             chain,
             bindings: bindings.hops(),
-            host: bindings
-                .hops()
-                .last()
-                .map(|b| b.host_key.fingerprint(ssh_key::HashAlg::Sha256).to_string()),
+            bind_failed: bindings.failed(),
+            host: bindings.hops().last().map(|b| b.host.fingerprint.clone()),
             data: policy::request::classify(data),
             algorithm,
         }
@@ -534,12 +559,20 @@ impl<'a> Requester<'a> {
             .join(" from ")
     }
 
-    fn context<'b>(&'b self, now: u64, usage: &'b policy::Usage) -> policy::Context<'b> {
+    fn context<'b>(
+        &'b self,
+        now: u64,
+        usage: &'b policy::Usage,
+        entry: &'b Entry,
+    ) -> policy::Context<'b> {
         policy::Context {
             now,
             uid: self.peer.uid,
             executable: self.exe.as_deref(),
             bindings: self.bindings,
+            bind_failed: self.bind_failed,
+            restrict: entry.policy.as_ref().and_then(|p| p.restrict.as_ref()),
+            key: &entry.blob,
             data: &self.data,
             algorithm: self.algorithm,
             usage,
@@ -576,48 +609,6 @@ fn event(
         outcome,
         detail,
     }
-}
-
-/// The policy for a key added with `ssh-add -h`: it may sign logins to the hosts named as hops'
-/// destinations (and through the hosts named as their origins), and is used over a forwarded
-/// agent only if some hop starts at another host, as in OpenSSH. Host-key certificate
-/// authorities and per-hop user names are not supported: such an add is refused.
-fn destination_policy(restrict: &RestrictDestination) -> Result<policy::Policy, String> {
-    let mut destinations = Vec::new();
-    let mut hops_forward = false;
-    for hop in &restrict.constraints {
-        if !hop.from.hostname.is_empty() || !hop.from.keys.is_empty() {
-            hops_forward = true;
-        }
-        if !hop.to.username.is_empty() {
-            return Err("per-user destination constraints are not supported".into());
-        }
-        for spec in hop.from.keys.iter().chain(&hop.to.keys) {
-            if spec.is_ca {
-                return Err(
-                    "host certificate authorities in destination constraints are not supported"
-                        .into(),
-                );
-            }
-            let fingerprint = spec
-                .keyblob
-                .fingerprint(ssh_key::HashAlg::Sha256)
-                .to_string();
-            if !destinations.contains(&fingerprint) {
-                destinations.push(fingerprint);
-            }
-        }
-    }
-    if destinations.is_empty() {
-        return Err("a destination constraint without host keys".into());
-    }
-    Ok(policy::Policy {
-        destinations,
-        deny_forwarding: !hops_forward,
-        // ssh-add keys keep OpenSSH's algorithm rules.
-        allow_sha1: true,
-        ..policy::Policy::default()
-    })
 }
 
 /// Gives back a signature counted by `authorize` that was not made.
@@ -944,7 +935,10 @@ mod tests {
         }
         login.push(1);
         b"ssh-ed25519".encode(&mut login).unwrap();
-        b"blob".encode(&mut login).unwrap();
+        crate::keys::public_blob(key.public_key().key_data())
+            .unwrap()
+            .encode(&mut login)
+            .unwrap();
         let request = |data: Vec<u8>| {
             encode(&Request::SignRequest(SignRequest {
                 credential: PublicCredential::Key(key.public_key().key_data().clone()),

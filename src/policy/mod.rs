@@ -6,10 +6,11 @@
 //! or an `SSHSIG` signature in some namespace) from the data to be signed, and [`peer`] who asks.
 
 mod decide;
+pub mod dest;
 pub mod peer;
 pub mod request;
 
-pub use decide::{Context, Decision, Refusal, Usage, decide, describe};
+pub use decide::{Context, Decision, Refusal, Usage, decide, describe, visible};
 
 use serde::{Deserialize, Serialize};
 
