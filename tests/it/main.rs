@@ -43,6 +43,7 @@ mod policy_hosts;
 mod policy_limits;
 mod policy_persist;
 mod policy_purpose;
+mod policy_restrict;
 mod prop_decode;
 mod prop_session;
 mod service_activation;
