@@ -967,6 +967,150 @@ mod tests {
         );
     }
 
+    /// A session-bind whose host key is a host certificate: accepted when the CA's signature
+    /// and the session signature verify; a `-h` constraint naming the CA (`@cert-authority`)
+    /// lets the key sign for that host, one naming another host does not.
+    #[tokio::test]
+    async fn session_bind_with_a_host_certificate() {
+        use ssh_agent_lib::proto::extension::RestrictDestination;
+        use ssh_agent_lib::proto::extension::{DestinationConstraint, HostTuple, KeySpec};
+        let (host, ca) = (ed25519(), ed25519());
+        let now = 1_700_000_000;
+        let mut builder = ssh_key::certificate::Builder::new_with_random_nonce(
+            &mut rand_core::OsRng,
+            host.public_key().key_data().clone(),
+            now - 60,
+            now + 3600,
+        )
+        .unwrap();
+        builder
+            .cert_type(ssh_key::certificate::CertType::Host)
+            .unwrap()
+            .valid_principal("hostc")
+            .unwrap();
+        let cert = builder.sign(&ca).unwrap();
+        let frame = |cert_blob: &[u8], sid: &[u8], forwarding: bool| {
+            let signature = signature::Signer::try_sign(&host, sid).unwrap();
+            let mut details = Vec::new();
+            cert_blob.encode(&mut details).unwrap();
+            sid.encode(&mut details).unwrap();
+            let mut sig = Vec::new();
+            signature.encode(&mut sig).unwrap();
+            sig.encode(&mut details).unwrap();
+            details.push(u8::from(forwarding));
+            encode(&Request::Extension(Extension {
+                name: "session-bind@openssh.com".into(),
+                details: Unparsed::from(details),
+            }))
+        };
+        let blob = cert.to_bytes().unwrap();
+        let mut forged = blob.clone();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        let mut f = fixture();
+        assert_eq!(
+            send(&mut f.session, &frame(&forged, b"sid", false)).await,
+            wire::FAILURE,
+            "a certificate whose CA signature does not verify"
+        );
+        let mut f = fixture();
+        assert_eq!(
+            send(&mut f.session, &frame(&blob, b"sid", false)).await,
+            wire::SUCCESS
+        );
+        assert_eq!(f.session.bindings().hops()[0].host.blob, blob);
+
+        let key = ed25519();
+        let to = |name: &str| DestinationConstraint {
+            from: HostTuple {
+                username: String::new(),
+                hostname: String::new(),
+                keys: vec![],
+            },
+            to: HostTuple {
+                username: String::new(),
+                hostname: name.into(),
+                keys: vec![KeySpec {
+                    keyblob: ca.public_key().key_data().clone(),
+                    is_ca: true,
+                }],
+            },
+        };
+        let mut login = Vec::new();
+        b"sid".encode(&mut login).unwrap();
+        login.push(50);
+        for part in [&b"me"[..], b"ssh-connection", b"publickey"] {
+            part.encode(&mut login).unwrap();
+        }
+        login.push(1);
+        b"ssh-ed25519".encode(&mut login).unwrap();
+        crate::keys::public_blob(key.public_key().key_data())
+            .unwrap()
+            .encode(&mut login)
+            .unwrap();
+        let sign_login = encode(&Request::SignRequest(SignRequest {
+            credential: PublicCredential::Key(key.public_key().key_data().clone()),
+            data: login,
+            flags: 0,
+        }));
+        for (name, want) in [("hostc", wire::SIGN_RESPONSE), ("hostd", wire::FAILURE)] {
+            let restrict = RestrictDestination {
+                constraints: vec![to(name)],
+            };
+            let ext = Extension::new_key_constraint(restrict).unwrap();
+            assert_eq!(
+                send(
+                    &mut f.session,
+                    &add(&key, vec![KeyConstraint::Extension(ext)])
+                )
+                .await,
+                wire::SUCCESS
+            );
+            assert_eq!(send(&mut f.session, &sign_login).await, want, "-h {name}");
+        }
+    }
+
+    /// After a refused session-bind with nothing bound, a destination-constrained key is
+    /// neither listed nor used on that connection (as in OpenSSH); other keys still are.
+    #[tokio::test]
+    async fn failed_bind_hides_constrained_keys() {
+        use ssh_agent_lib::proto::extension::RestrictDestination;
+        use ssh_agent_lib::proto::extension::{DestinationConstraint, HostTuple, KeySpec};
+        let mut f = fixture();
+        let (key, free, a) = (ed25519(), ed25519(), ed25519());
+        let restrict = RestrictDestination {
+            constraints: vec![DestinationConstraint {
+                from: HostTuple {
+                    username: String::new(),
+                    hostname: String::new(),
+                    keys: vec![],
+                },
+                to: HostTuple {
+                    username: String::new(),
+                    hostname: "a".into(),
+                    keys: vec![KeySpec {
+                        keyblob: a.public_key().key_data().clone(),
+                        is_ca: false,
+                    }],
+                },
+            }],
+        };
+        let ext = Extension::new_key_constraint(restrict).unwrap();
+        send(
+            &mut f.session,
+            &add(&key, vec![KeyConstraint::Extension(ext)]),
+        )
+        .await;
+        send(&mut f.session, &add(&free, vec![])).await;
+        let count = |reply: &[u8]| u32::from_be_bytes(reply[1..5].try_into().unwrap());
+        assert_eq!(count(f.session.handle(&[11]).await.as_bytes()), 2);
+        assert_eq!(
+            send(&mut f.session, &bind_frame(&a, b"sid", false, true)).await,
+            wire::FAILURE
+        );
+        assert_eq!(count(f.session.handle(&[11]).await.as_bytes()), 1);
+    }
+
     #[tokio::test]
     async fn query_lists_session_bind() {
         let mut f = fixture();
