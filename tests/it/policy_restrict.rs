@@ -240,3 +240,85 @@ fn ssh_add_h_hops_with_openssh_agent() {
     let seen = outcomes(&agent);
     assert_eq!(seen, expected());
 }
+
+/// A stored key's `--destination` list walks the same hops: listed hosts only, forwarded only
+/// through listed hosts; `keyward policy test --via` gives the agent's answer.
+#[test]
+fn stored_destinations_walk_the_hops_and_policy_test_agrees() {
+    use crate::env::Env;
+    use crate::policy_hosts::{Hosts, exe_path, stored_key};
+    let env = Env::no_passphrase();
+    let agent = env.start_agent(&[]);
+    let key = stored_key(&env, "k", "ed25519");
+    let free = keygen(env.root(), "free", KeyType::Ed25519, "");
+    let hosts = Hosts::new(env.root(), &[&key.line, &free.public_line()]);
+    agent
+        .ssh_add(&[free.private.to_str().expect("utf-8")])
+        .assert_success("ssh-add free key");
+    let only = |pub_: &Path| {
+        vec![
+            "-o".to_owned(),
+            "IdentitiesOnly=yes".to_owned(),
+            "-o".to_owned(),
+            format!("IdentityFile={}", pub_.display()),
+        ]
+    };
+    // local -> A with the free key, then A -> B with the stored key: (listed on A, hop worked).
+    let chain = || {
+        let inner_opts = only(&key.pub_only);
+        let inner_refs: Vec<&str> = inner_opts.iter().map(String::as_str).collect();
+        let script = format!(
+            "{} -l; {}; echo \"hop=$?\"",
+            exe_path("ssh-add"),
+            hosts.remote_ssh(&hosts.b, &inner_refs, "echo second-hop")
+        );
+        let outer = only(&free.pub_only);
+        let mut args: Vec<&str> = vec!["-A"];
+        args.extend(outer.iter().map(String::as_str));
+        let out = hosts.ssh(&agent, &hosts.a, &args, &script);
+        assert!(out.stdout.contains("hop="), "script ran on A: {out:#?}");
+        (
+            out.stdout.contains(&key.fingerprint),
+            out.stdout.contains("second-hop") && out.stdout.contains("hop=0"),
+        )
+    };
+    let kh = hosts.known.to_str().expect("utf-8");
+    let test = |args: &[&str]| {
+        let mut all = vec!["policy", "test", "k", "--known-hosts", kh];
+        all.extend_from_slice(args);
+        env.kw(&all)
+    };
+
+    env.kw_ok(&[
+        "policy",
+        "set",
+        "k",
+        "--destination",
+        "hostA",
+        "--destination",
+        "hostB",
+        "--known-hosts",
+        kh,
+    ]);
+    assert_eq!(chain(), (true, true), "A and B listed: through A to B");
+    let out = test(&["--host", "hostB", "--via", "hostA"]);
+    assert_eq!(out.status.code(), Some(0), "{out:#?}");
+
+    env.kw_ok(&[
+        "policy",
+        "set",
+        "k",
+        "--destination",
+        "hostB",
+        "--known-hosts",
+        kh,
+    ]);
+    assert_eq!(chain(), (false, false), "only B listed: not through A");
+    let out = test(&["--host", "hostB", "--via", "hostA"]);
+    assert_eq!(out.status.code(), Some(1), "{out:#?}");
+    assert!(
+        out.stdout.contains("destinations") && out.stdout.contains(&hosts.a.fingerprint),
+        "{out:#?}"
+    );
+    assert_eq!(test(&["--host", "hostB"]).status.code(), Some(0));
+}
