@@ -90,7 +90,7 @@ impl HostKey {
 /// How a constraint names a host key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyMatch {
-    /// This plain host key (`ssh-add -h`: a known_hosts key): never a certificate.
+    /// This plain host key (`ssh-add -h`: a `known_hosts` key): never a certificate.
     Plain(String),
     /// Certificates signed by this CA (`@cert-authority` lines), for the hop's host name.
     Ca(String),
@@ -216,8 +216,7 @@ pub fn match_pattern(s: &str, pattern: &str) -> bool {
 fn match_key_hop(key: &HostKey, hop: &HopSpec, now: u64) -> bool {
     let hostname = hop.hostname.as_deref().unwrap_or("(ORIGIN)");
     hop.keys.iter().any(|m| match (m, &key.cert) {
-        (KeyMatch::Plain(fp), None) => *fp == key.fingerprint,
-        (KeyMatch::Key(fp), _) => *fp == key.fingerprint,
+        (KeyMatch::Plain(fp), None) | (KeyMatch::Key(fp), _) => *fp == key.fingerprint,
         (KeyMatch::Ca(fp), Some(cert)) => {
             *fp == cert.ca_fingerprint && cert_valid_for(cert, hostname, now)
         }

@@ -49,7 +49,7 @@ fn ca(name: &str) -> KeyMatch {
 }
 
 /// `ssh-add -h` hops written as `"a"`, `"a>b"`, `"u@b"`, `"a>u@b"` with hosts named by their
-/// keys, or `"@ca:host_c"`: to host_c by the CA `ca`.
+/// keys, or `"@ca:host_c"`: to `host_c` by the CA `ca`.
 fn h(spec: &str) -> Constraint {
     let (from, to) = spec
         .split_once('>')
