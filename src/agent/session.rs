@@ -1070,6 +1070,70 @@ mod tests {
         }
     }
 
+    /// A stored key added again with `ssh-add -h` keeps its stored policy and usage, and gets
+    /// the constraints too: both apply.
+    #[tokio::test]
+    async fn re_adding_a_stored_key_keeps_its_policy() {
+        use ssh_agent_lib::proto::extension::RestrictDestination;
+        use ssh_agent_lib::proto::extension::{DestinationConstraint, HostTuple, KeySpec};
+        let mut f = fixture();
+        let key = ed25519();
+        let id: crate::store::KeyId = "00112233445566778899aabbccddeeff".parse().unwrap();
+        let stored = policy::Policy {
+            max_signatures: Some(5),
+            ..policy::Policy::default()
+        };
+        let entry = Entry::new(
+            key.public_key().key_data(),
+            "stored".into(),
+            Signer::from_keypair(key.key_data()).unwrap(),
+            Constraints::default(),
+        )
+        .unwrap()
+        .with_policy(Some(id), stored.clone(), 0);
+        f.session.keyring.add(entry).unwrap();
+        assert_eq!(send(&mut f.session, &sign(&key)).await, wire::SIGN_RESPONSE);
+        let restrict = RestrictDestination {
+            constraints: vec![DestinationConstraint {
+                from: HostTuple {
+                    username: String::new(),
+                    hostname: String::new(),
+                    keys: vec![],
+                },
+                to: HostTuple {
+                    username: String::new(),
+                    hostname: "a".into(),
+                    keys: vec![KeySpec {
+                        keyblob: ed25519().public_key().key_data().clone(),
+                        is_ca: false,
+                    }],
+                },
+            }],
+        };
+        let ext = Extension::new_key_constraint(restrict).unwrap();
+        assert_eq!(
+            send(
+                &mut f.session,
+                &add(&key, vec![KeyConstraint::Extension(ext)])
+            )
+            .await,
+            wire::SUCCESS
+        );
+        let blob = crate::keys::public_blob(key.public_key().key_data()).unwrap();
+        let entry = f.session.keyring.find(&blob, f.clock.boot_now()).unwrap();
+        let kept = entry.policy.as_ref().unwrap();
+        assert_eq!(kept.id, Some(id));
+        assert_eq!(kept.policy, stored);
+        assert_eq!(
+            kept.usage.lock().unwrap().signatures,
+            1,
+            "usage carried over"
+        );
+        assert!(kept.restrict.is_some());
+        // The -h constraint now refuses the unbound signature the stored policy allowed.
+        assert_eq!(send(&mut f.session, &sign(&key)).await, wire::FAILURE);
+    }
+
     /// After a refused session-bind with nothing bound, a destination-constrained key is
     /// neither listed nor used on that connection (as in OpenSSH); other keys still are.
     #[tokio::test]
