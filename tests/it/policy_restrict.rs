@@ -128,6 +128,60 @@ impl Net {
         (listed, hopped)
     }
 
+    /// Logs in along `path` (host aliases) with the restricted key alone, through `ssh -A` at
+    /// every hop, each host running the next `ssh` (OpenSSH's multihop regress test, in
+    /// miniature). Returns what each host printed: `reached X` and, if the restricted key was
+    /// listed on X's forwarded agent, `listed X`.
+    fn multihop(&self, agent: &Agent, path: &[&Host]) -> Vec<String> {
+        let dir = agent.dir();
+        let script = dir.join("multihop.sh");
+        let fp = fingerprint(&self.restricted);
+        fs::write(
+            &script,
+            format!(
+                "#!/bin/sh
+me=\"$1\"; shift
+echo \"reached $me\"
+                 {add} -l | grep -q '{fp}' && echo \"listed $me\"
+                 if [ $# -gt 0 ]; then next=\"$1\"; {dir}/ssh-to-\"$next\" {script} \"$@\"; fi
+",
+                add = require_tool("ssh-add").display(),
+                dir = dir.display(),
+                script = script.display(),
+            ),
+        )
+        .expect("write multihop.sh");
+        for host in [&self.a, &self.b, &self.c] {
+            let words: Vec<String> = std::iter::once(require_tool("ssh").display().to_string())
+                .chain(["-A".to_owned()])
+                .chain(self.args(host, &self.restricted))
+                .map(|w| format!("'{w}'"))
+                .collect();
+            let wrapper = dir.join(format!("ssh-to-{}", host.alias));
+            fs::write(
+                &wrapper,
+                format!(
+                    "#!/bin/sh
+exec {} \"$@\"
+",
+                    words.join(" ")
+                ),
+            )
+            .expect("write ssh wrapper");
+            for file in [&wrapper, &script] {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(file, fs::Permissions::from_mode(0o755)).expect("chmod");
+            }
+        }
+        let aliases: Vec<&str> = path.iter().map(|h| h.alias.as_str()).collect();
+        let out = run(agent.command("sh").arg(&script).arg("local").args(&aliases));
+        out.stdout
+            .lines()
+            .filter(|l| l.starts_with("reached") || l.starts_with("listed"))
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Replaces the agent's keys: the free key, and the restricted one with `ssh-add -h` for
     /// each of `hops`.
     fn load(&self, agent: &Agent, hops: &[&str]) {
@@ -184,6 +238,32 @@ fn outcomes(agent: &Agent) -> BTreeMap<&'static str, bool> {
     seen.insert("C,C>A: local->C->A", hop);
     seen.insert("C,C>A: local->A", net.login(agent, &net.a, r));
 
+    // Three hops, the last to the host presenting a certificate.
+    net.load(agent, &["hostA", "hostA>hostB", "hostB>hostC"]);
+    seen.insert(
+        "A,A>B,B>C: local->A->B->C",
+        net.multihop(agent, &[&net.a, &net.b, &net.c]).join(",")
+            == "reached local,listed local,reached hostA,listed hostA,reached hostB,listed hostB,reached hostC",
+    );
+    // A cycle, denied and then allowed (agent-restrict.sh's "multihop cycle").
+    net.load(agent, &["hostA", "hostA>hostB"]);
+    seen.insert(
+        "A,A>B: local->A->B->A reaches B only",
+        net.multihop(agent, &[&net.a, &net.b, &net.a]).join(",")
+            == "reached local,listed local,reached hostA,listed hostA,reached hostB",
+    );
+    net.load(
+        agent,
+        &["hostA", "hostA>hostB", "hostB>hostA", "hostA>hostA"],
+    );
+    seen.insert(
+        "A,A>B,B>A,A>A: local->A->B->A->A",
+        net.multihop(agent, &[&net.a, &net.b, &net.a, &net.a])
+            .join(",")
+            == "reached local,listed local,reached hostA,listed hostA,reached hostB,listed hostB,\
+                reached hostA,listed hostA,reached hostA,listed hostA",
+    );
+
     net.load(agent, &[&format!("{}@hostA", crate::sshd::current_user())]);
     seen.insert("me@A: local->A", net.login(agent, &net.a, r));
     net.load(agent, &["nobody-else@hostA"]);
@@ -209,6 +289,9 @@ fn expected() -> BTreeMap<&'static str, bool> {
         ("C,C>A: local->C->A", true),
         ("C,C>A: local->A", false),
         ("me@A: local->A", true),
+        ("A,A>B,B>C: local->A->B->C", true),
+        ("A,A>B: local->A->B->A reaches B only", true),
+        ("A,A>B,B>A,A>A: local->A->B->A->A", true),
         ("nobody-else@A: local->A", false),
     ]
     .into_iter()
