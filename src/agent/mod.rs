@@ -9,6 +9,7 @@ pub mod confirm;
 pub mod frame;
 pub mod keyring;
 pub mod lock;
+pub mod pkcs11;
 pub mod restrict;
 pub mod session;
 pub mod slot;

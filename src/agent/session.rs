@@ -39,6 +39,8 @@ pub struct AgentConfig {
     sign_slots: Semaphore,
     /// Where decisions are recorded (absent without a store).
     pub auditor: Option<Auditor>,
+    /// PKCS#11 providers loaded with `ssh-add -s`, each in its own helper process.
+    pub tokens: crate::agent::pkcs11::Tokens,
 }
 
 impl AgentConfig {
@@ -55,7 +57,16 @@ impl AgentConfig {
             default_lifetime,
             sign_slots: Semaphore::new(cores),
             auditor: None,
+            tokens: crate::agent::pkcs11::Tokens::default(),
         }
+    }
+
+    /// Runs PKCS#11 providers with `helper` (OpenSSH's `ssh-pkcs11-helper`), accepting only
+    /// providers whose resolved path matches `allowlist` (`keyward-agent -P`).
+    #[must_use]
+    pub fn with_pkcs11(mut self, helper: PathBuf, allowlist: String) -> Self {
+        self.tokens = crate::agent::pkcs11::Tokens::new(helper, allowlist);
+        self
     }
 
     /// Records every decision through `auditor`.
@@ -118,6 +129,15 @@ impl Session {
             tracing::info!(pid = ?self.peer.pid, ok, action);
             self.audit_plain(action, ok).await;
             return Reply::status(ok);
+        }
+        // Smartcard messages carry a PIN: read here into memory that is wiped after use.
+        if matches!(
+            kind,
+            crate::agent::pkcs11::ADD
+                | crate::agent::pkcs11::REMOVE
+                | crate::agent::pkcs11::ADD_CONSTRAINED
+        ) {
+            return self.smartcard(kind, &frame[1..]).await;
         }
         let request = match decode_exact(frame) {
             Ok(request) => request,
@@ -225,13 +245,22 @@ impl Session {
         let auditor = self.config.auditor.clone();
         let unix_now = self.config.clock.unix_now();
         let allowed = auditor.as_ref().map(|_| request.detail("allowed"));
+        let token = self.config.tokens.find(&blob);
         let signed = run_signer(move || {
-            let signature = match entry
-                .signer
-                .get()
-                .map_err(crate::keys::KeyError::Signing)
-                .and_then(|signer| signer.sign(&data, flags))
-            {
+            let signature = match token.map_or_else(
+                || {
+                    entry
+                        .signer
+                        .get()
+                        .map_err(crate::keys::KeyError::Signing)
+                        .and_then(|signer| signer.sign(&data, flags))
+                },
+                |token| {
+                    token
+                        .sign(&data, flags)
+                        .map_err(|e| crate::keys::KeyError::Signing(e.to_string()))
+                },
+            ) {
                 Ok(signature) => signature,
                 Err(e) => {
                     release(&entry);
@@ -483,6 +512,110 @@ impl Session {
             }
         }
         Ok((out, destinations))
+    }
+
+    /// `ssh-add -s PROVIDER` / `-e PROVIDER`: only on an unbound local connection (never on
+    /// behalf of a forwarded agent: CVE-2023-38408), only from allowed paths, the provider
+    /// loaded by a helper process, never by the agent.
+    async fn smartcard(&mut self, kind: u8, body: &[u8]) -> Reply {
+        let action = if kind == crate::agent::pkcs11::REMOVE {
+            "remove_smartcard"
+        } else {
+            "add_smartcard"
+        };
+        if self.keyring.is_locked() {
+            return Reply::FAILURE;
+        }
+        if !self.bindings.hops().is_empty() || self.bindings.failed() {
+            tracing::info!(pid = ?self.peer.pid, action, "refused a PKCS#11 provider over a forwarded connection");
+            self.audit_refused(action, "over a forwarded connection")
+                .await;
+            return Reply::FAILURE;
+        }
+        let Some((provider, pin, mut rest)) = crate::agent::pkcs11::read_provider(body) else {
+            return Reply::FAILURE;
+        };
+        let mut wire_constraints = Vec::new();
+        if kind == crate::agent::pkcs11::ADD_CONSTRAINED {
+            while !rest.is_empty() {
+                match KeyConstraint::decode(&mut rest) {
+                    Ok(c) => wire_constraints.push(c),
+                    Err(_) => return Reply::FAILURE,
+                }
+            }
+        } else if !rest.is_empty() {
+            return Reply::FAILURE;
+        }
+        let ok = if kind == crate::agent::pkcs11::REMOVE {
+            match self.config.tokens.remove(&provider) {
+                Ok(blobs) => {
+                    for blob in blobs {
+                        let _ = self.keyring.remove(&blob);
+                    }
+                    true
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "ssh-add -e refused");
+                    false
+                }
+            }
+        } else {
+            self.add_token(&provider, &pin, &wire_constraints).await
+        };
+        tracing::info!(pid = ?self.peer.pid, provider, ok, action);
+        self.audit_plain(action, ok).await;
+        Reply::status(ok)
+    }
+
+    async fn add_token(&self, provider: &str, pin: &[u8], wire: &[KeyConstraint]) -> bool {
+        let (constraints, destinations) = match self.constraints(wire) {
+            Ok(c) => c,
+            Err(why) => {
+                tracing::info!(%why, "refused a token with a constraint we cannot enforce");
+                return false;
+            }
+        };
+        let config = Arc::clone(&self.config);
+        let (provider, pin) = (provider.to_owned(), Zeroizing::new(pin.to_vec()));
+        let added = tokio::task::spawn_blocking(move || config.tokens.add(&provider, &pin)).await;
+        let keys = match added {
+            Ok(Ok(keys)) => keys,
+            Ok(Err(e)) => {
+                tracing::info!(error = %e, "ssh-add -s refused");
+                return false;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "token task failed");
+                return false;
+            }
+        };
+        let now = self.config.clock.unix_now();
+        for (key, label) in keys {
+            let Ok(public) = ssh_key::public::KeyData::decode(&mut key.blob()) else {
+                continue;
+            };
+            let slot = crate::agent::keyring::SignerSlot::lazy(Box::new(|| {
+                Err("a token key signs through its helper".to_owned())
+            }));
+            let Ok(mut entry) = Entry::new(&public, label, slot, constraints.clone()) else {
+                continue;
+            };
+            if let Some(restrict) = destinations.clone() {
+                let policy = policy::Policy {
+                    allow_sha1: true,
+                    ..policy::Policy::default()
+                };
+                entry = entry.with_policy(None, policy, now);
+                if let Some(p) = entry.policy.as_mut() {
+                    p.restrict = Some(restrict);
+                }
+            }
+            tracing::info!(fingerprint = %entry.fingerprint, "token key added");
+            if self.keyring.add(entry).is_err() {
+                return false;
+            }
+        }
+        true
     }
 
     fn extension(&mut self, ext: &Extension) -> Reply {

@@ -15,6 +15,7 @@ mod agent_hardening;
 mod agent_keys;
 mod agent_lock;
 mod agent_login;
+mod agent_pkcs11;
 mod agent_protocol;
 mod agent_sign;
 mod agent_sockets;
