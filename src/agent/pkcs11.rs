@@ -22,8 +22,31 @@ use crate::policy::dest::match_pattern;
 /// OpenSSH's default allow-list of provider paths.
 pub const DEFAULT_ALLOWLIST: &str = "/usr/lib*/*,/usr/local/lib*/*";
 
-/// Where Debian and most distributions install OpenSSH's helper.
-pub const DEFAULT_HELPER: &str = "/usr/lib/openssh/ssh-pkcs11-helper";
+/// Where distributions install OpenSSH's helper (Debian and Ubuntu first, then Fedora and
+/// RHEL, Arch, macOS with Homebrew's OpenSSH).
+pub const HELPERS: &[&str] = &[
+    "/usr/lib/openssh/ssh-pkcs11-helper",
+    "/usr/libexec/openssh/ssh-pkcs11-helper",
+    "/usr/lib/ssh/ssh-pkcs11-helper",
+    "/usr/libexec/ssh-pkcs11-helper",
+    "/opt/homebrew/libexec/ssh-pkcs11-helper",
+    "/usr/local/libexec/ssh-pkcs11-helper",
+];
+
+/// The helper to run: `$SSH_PKCS11_HELPER` (as OpenSSH's agent reads it), else the first of
+/// [`HELPERS`] that exists.
+pub fn default_helper() -> PathBuf {
+    std::env::var_os("SSH_PKCS11_HELPER").map_or_else(
+        || {
+            HELPERS
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| p.exists())
+                .unwrap_or_else(|| PathBuf::from(HELPERS[0]))
+        },
+        PathBuf::from,
+    )
+}
 
 /// `SSH2_AGENTC_SIGN_REQUEST`.
 const SIGN_REQUEST: u8 = 13;
@@ -290,7 +313,7 @@ pub struct Tokens {
 
 impl Default for Tokens {
     fn default() -> Self {
-        Self::new(DEFAULT_HELPER.into(), DEFAULT_ALLOWLIST.into())
+        Self::new(default_helper(), DEFAULT_ALLOWLIST.into())
     }
 }
 

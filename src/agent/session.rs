@@ -198,7 +198,7 @@ impl Session {
                 Reply::status(ok)
             }
             Request::Extension(ext) => self.extension(&ext),
-            // Smartcard (PKCS#11) providers are not supported: no code from a client is loaded.
+            // Smartcard (PKCS#11) messages are read from the raw frame above (for the PIN).
             Request::AddSmartcardKey(_)
             | Request::RemoveSmartcardKey(_)
             | Request::AddSmartcardKeyConstrained(_)
