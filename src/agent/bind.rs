@@ -7,10 +7,10 @@
 //! (as OpenSSH does), and the session id is verified with the certified key.
 
 use signature::Verifier;
-use ssh_encoding::{Decode, Reader};
+use ssh_encoding::{Decode, Encode, Reader};
 use ssh_key::public::KeyData;
 
-use crate::policy::dest::HostKey;
+use crate::policy::dest::{HostCert, HostKey};
 
 /// At most this many bindings per connection, as in OpenSSH (`AGENT_MAX_SESSION_IDS`).
 pub const MAX_BINDINGS: usize = 16;
@@ -71,14 +71,87 @@ struct Bind {
     forwarding: bool,
 }
 
+/// `SSH2_CERT_TYPE_HOST`.
+const CERT_TYPE_HOST: u32 = 2;
+
+fn fingerprint(key: &KeyData) -> String {
+    key.fingerprint(ssh_key::HashAlg::Sha256).to_string()
+}
+
+fn malformed<E>(_: E) -> BindError {
+    BindError::Malformed
+}
+
+/// Reads an OpenSSH certificate blob (PROTOCOL.certkeys) and verifies its CA signature. Read
+/// here rather than with ssh-key's `Certificate`, which refuses certificates valid "forever"
+/// (`valid before` 2^64-1, the default of `ssh-keygen -s`).
+fn certificate(blob: &[u8], name: &str) -> Result<(HostKey, KeyData), BindError> {
+    let base = name
+        .strip_suffix("-cert-v01@openssh.com")
+        .ok_or(BindError::Malformed)?;
+    let plain = if base.starts_with("sk-") {
+        format!("{base}@openssh.com")
+    } else {
+        base.to_owned()
+    };
+    let mut r = blob;
+    let _name = String::decode(&mut r).map_err(malformed)?;
+    let _nonce = Vec::<u8>::decode(&mut r).map_err(malformed)?;
+    // The certified key's fields follow, as in a plain key blob of the base algorithm.
+    let mut plain_blob = Vec::new();
+    plain
+        .encode(&mut plain_blob)
+        .map_err(|_| BindError::Malformed)?;
+    plain_blob.extend_from_slice(r);
+    let mut p = plain_blob.as_slice();
+    let key = KeyData::decode(&mut p).map_err(malformed)?;
+    let _serial = u64::decode(&mut p).map_err(malformed)?;
+    let kind = u32::decode(&mut p).map_err(malformed)?;
+    let _key_id = String::decode(&mut p).map_err(malformed)?;
+    let principals_blob = Vec::<u8>::decode(&mut p).map_err(malformed)?;
+    let valid_after = u64::decode(&mut p).map_err(malformed)?;
+    let valid_before = u64::decode(&mut p).map_err(malformed)?;
+    let critical = Vec::<u8>::decode(&mut p).map_err(malformed)?;
+    let _extensions = Vec::<u8>::decode(&mut p).map_err(malformed)?;
+    let _reserved = Vec::<u8>::decode(&mut p).map_err(malformed)?;
+    let ca_blob = Vec::<u8>::decode(&mut p).map_err(malformed)?;
+    let signed_len = blob.len() - p.len();
+    let signature_blob = Vec::<u8>::decode(&mut p).map_err(malformed)?;
+    if !p.is_empty() {
+        return Err(BindError::Malformed);
+    }
+    let mut principals = Vec::new();
+    let mut pr = principals_blob.as_slice();
+    while !pr.is_empty() {
+        principals.push(String::decode(&mut pr).map_err(malformed)?);
+    }
+    let ca = KeyData::decode(&mut ca_blob.as_slice()).map_err(malformed)?;
+    let signature_algorithm = String::decode(&mut signature_blob.as_slice()).map_err(malformed)?;
+    let signature = ssh_key::Signature::decode(&mut signature_blob.as_slice())
+        .map_err(|_| BindError::BadCertificate)?;
+    ca.verify(&blob[..signed_len], &signature)
+        .map_err(|_| BindError::BadCertificate)?;
+    let host = HostKey {
+        fingerprint: fingerprint(&key),
+        blob: blob.to_vec(),
+        cert: Some(HostCert {
+            ca_fingerprint: fingerprint(&ca),
+            host: kind == CERT_TYPE_HOST,
+            principals,
+            valid_after,
+            valid_before,
+            critical_options: !critical.is_empty(),
+            signature_algorithm,
+        }),
+    };
+    Ok((host, key))
+}
+
 /// Reads the host key blob: a plain key, or a certificate whose CA signature verifies.
 fn host_key(blob: &[u8]) -> Result<(HostKey, KeyData), BindError> {
     let name = String::decode(&mut &blob[..]).map_err(|_| BindError::Malformed)?;
     if name.ends_with("-cert-v01@openssh.com") {
-        let cert = ssh_key::Certificate::from_bytes(blob).map_err(|_| BindError::Malformed)?;
-        cert.verify_signature()
-            .map_err(|_| BindError::BadCertificate)?;
-        Ok((HostKey::certificate(&cert), cert.public_key().clone()))
+        certificate(blob, &name)
     } else {
         let mut reader = blob;
         let key = KeyData::decode(&mut reader).map_err(|_| BindError::Malformed)?;

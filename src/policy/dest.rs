@@ -54,29 +54,6 @@ impl HostKey {
         }
     }
 
-    /// A host certificate (whose CA signature the caller has verified).
-    pub fn certificate(cert: &ssh_key::Certificate) -> Self {
-        Self {
-            fingerprint: cert
-                .public_key()
-                .fingerprint(ssh_key::HashAlg::Sha256)
-                .to_string(),
-            blob: cert.to_bytes().unwrap_or_default(),
-            cert: Some(HostCert {
-                ca_fingerprint: cert
-                    .signature_key()
-                    .fingerprint(ssh_key::HashAlg::Sha256)
-                    .to_string(),
-                host: cert.cert_type() == ssh_key::certificate::CertType::Host,
-                principals: cert.valid_principals().to_vec(),
-                valid_after: cert.valid_after(),
-                valid_before: cert.valid_before(),
-                critical_options: !cert.critical_options().is_empty(),
-                signature_algorithm: cert.signature().algorithm().to_string(),
-            }),
-        }
-    }
-
     /// A host known only by its fingerprint (`keyward policy test --host`).
     pub fn fingerprint(fingerprint: &str) -> Self {
         Self {

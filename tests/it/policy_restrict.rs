@@ -51,7 +51,7 @@ impl Net {
         run(clean_command(require_tool("ssh-keygen"), dir)
             .args(["-q", "-s"])
             .arg(&ca.private)
-            .args(["-I", "hostC", "-h", "-n", "hostC,hostc", "-V", "-1h:+1h"])
+            .args(["-I", "hostC", "-h", "-n", "hostC,hostc"])
             .arg(dir.join("keys").join("host-hostC.pub")))
         .assert_success("ssh-keygen -s (host certificate)");
         assert!(cert.exists(), "host certificate written");
