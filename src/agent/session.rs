@@ -1146,6 +1146,15 @@ mod tests {
             wire::FAILURE,
             "a certificate whose CA signature does not verify"
         );
+        // Truncated anywhere: malformed, never a crash.
+        for cut in (0..blob.len()).step_by(7) {
+            let mut f = fixture();
+            assert_eq!(
+                send(&mut f.session, &frame(&blob[..cut], b"sid", false)).await,
+                wire::FAILURE,
+                "cut at {cut}"
+            );
+        }
         let mut f = fixture();
         assert_eq!(
             send(&mut f.session, &frame(&blob, b"sid", false)).await,
