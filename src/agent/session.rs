@@ -1100,14 +1100,8 @@ mod tests {
         );
     }
 
-    /// A session-bind whose host key is a host certificate: accepted when the CA's signature
-    /// and the session signature verify; a `-h` constraint naming the CA (`@cert-authority`)
-    /// lets the key sign for that host, one naming another host does not.
-    #[tokio::test]
-    async fn session_bind_with_a_host_certificate() {
-        use ssh_agent_lib::proto::extension::RestrictDestination;
-        use ssh_agent_lib::proto::extension::{DestinationConstraint, HostTuple, KeySpec};
-        let (host, ca) = (ed25519(), ed25519());
+    /// A host certificate for `host` from `ca`, valid around the fixture's clock, for "hostc".
+    fn host_certificate(host: &PrivateKey, ca: &PrivateKey) -> ssh_key::Certificate {
         let now = 1_700_000_000;
         let mut builder = ssh_key::certificate::Builder::new_with_random_nonce(
             &mut rand_core::OsRng,
@@ -1121,21 +1115,42 @@ mod tests {
             .unwrap()
             .valid_principal("hostc")
             .unwrap();
-        let cert = builder.sign(&ca).unwrap();
+        builder.sign(ca).unwrap()
+    }
+
+    /// A session-bind whose host key blob is `cert_blob`, signed by `host`.
+    fn cert_bind_frame(
+        host: &PrivateKey,
+        cert_blob: &[u8],
+        sid: &[u8],
+        forwarding: bool,
+    ) -> Vec<u8> {
+        let signature = signature::Signer::try_sign(host, sid).unwrap();
+        let mut details = Vec::new();
+        cert_blob.encode(&mut details).unwrap();
+        sid.encode(&mut details).unwrap();
+        let mut sig = Vec::new();
+        signature.encode(&mut sig).unwrap();
+        sig.encode(&mut details).unwrap();
+        details.push(u8::from(forwarding));
+        encode(&Request::Extension(Extension {
+            name: "session-bind@openssh.com".into(),
+            details: Unparsed::from(details),
+        }))
+    }
+
+    /// A session-bind whose host key is a host certificate: accepted when the CA's signature
+    /// and the session signature verify; a `-h` constraint naming the CA (`@cert-authority`)
+    /// lets the key sign for that host, one naming another host does not.
+    #[tokio::test]
+    async fn session_bind_with_a_host_certificate() {
+        use ssh_agent_lib::proto::extension::RestrictDestination;
+        use ssh_agent_lib::proto::extension::{DestinationConstraint, HostTuple, KeySpec};
+        let (host, ca) = (ed25519(), ed25519());
         let frame = |cert_blob: &[u8], sid: &[u8], forwarding: bool| {
-            let signature = signature::Signer::try_sign(&host, sid).unwrap();
-            let mut details = Vec::new();
-            cert_blob.encode(&mut details).unwrap();
-            sid.encode(&mut details).unwrap();
-            let mut sig = Vec::new();
-            signature.encode(&mut sig).unwrap();
-            sig.encode(&mut details).unwrap();
-            details.push(u8::from(forwarding));
-            encode(&Request::Extension(Extension {
-                name: "session-bind@openssh.com".into(),
-                details: Unparsed::from(details),
-            }))
+            cert_bind_frame(&host, cert_blob, sid, forwarding)
         };
+        let cert = host_certificate(&host, &ca);
         let blob = cert.to_bytes().unwrap();
         let mut forged = blob.clone();
         let last = forged.len() - 1;
