@@ -61,6 +61,8 @@ pub struct KeyPolicy {
     pub id: Option<crate::store::KeyId>,
     /// Its policy, decided on by [`crate::policy::decide`] before every signature.
     pub policy: crate::policy::Policy,
+    /// Its `ssh-add -h` destination constraints, checked as well.
+    pub restrict: Option<crate::policy::dest::Destinations>,
     /// Its use since it was loaded.
     pub usage: std::sync::Mutex<crate::policy::Usage>,
 }
@@ -103,6 +105,7 @@ impl Entry {
         self.policy = Some(KeyPolicy {
             id,
             policy,
+            restrict: None,
             usage: std::sync::Mutex::new(crate::policy::Usage::loaded(now)),
         });
         self

@@ -11,6 +11,8 @@ pub mod frame;
 pub mod identity;
 pub mod keyring;
 pub mod lock;
+pub mod pkcs11;
+pub mod restrict;
 pub mod senders;
 pub mod session;
 pub mod slot;

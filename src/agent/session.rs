@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ssh_agent_lib::proto::extension::RestrictDestination;
 use ssh_agent_lib::proto::{Extension, KeyConstraint, Request};
 use ssh_encoding::Decode;
 use tokio::sync::Semaphore;
@@ -47,6 +46,8 @@ pub struct AgentConfig {
     pub auditor: Option<Auditor>,
     /// What ssh-agent's `-E`, `-P` and `-O` flags set.
     pub compat: super::CompatOptions,
+    /// PKCS#11 providers loaded with `ssh-add -s`, each in its own helper process.
+    pub tokens: crate::agent::pkcs11::Tokens,
 }
 
 impl AgentConfig {
@@ -64,7 +65,16 @@ impl AgentConfig {
             sign_slots: Semaphore::new(cores),
             auditor: None,
             compat: super::CompatOptions::new(),
+            tokens: crate::agent::pkcs11::Tokens::default(),
         }
+    }
+
+    /// Runs PKCS#11 providers with `helper` (OpenSSH's `ssh-pkcs11-helper`), accepting only
+    /// providers whose resolved path matches `allowlist` (`keyward-agent -P`).
+    #[must_use]
+    pub fn with_pkcs11(mut self, helper: PathBuf, allowlist: String) -> Self {
+        self.tokens = crate::agent::pkcs11::Tokens::new(helper, allowlist);
+        self
     }
 
     /// Records every decision through `auditor`.
@@ -156,6 +166,15 @@ impl Session {
             self.audit_plain(action, ok).await;
             return Reply::status(ok);
         }
+        // Smartcard messages carry a PIN: read here into memory that is wiped after use.
+        if matches!(
+            kind,
+            crate::agent::pkcs11::ADD
+                | crate::agent::pkcs11::REMOVE
+                | crate::agent::pkcs11::ADD_CONSTRAINED
+        ) {
+            return self.smartcard(kind, &frame[1..]).await;
+        }
         let message = match decode(kind, frame) {
             Ok(message) => message,
             Err(why) => {
@@ -206,8 +225,7 @@ impl Session {
                 Reply::status(ok)
             }
             Request::Extension(ext) => self.extension(&ext),
-            // Smartcard (PKCS#11) providers are not supported: no code from a client is loaded.
-            // Keys, signatures and removals are decoded in `identity`, never here.
+            // Smartcard (PKCS#11) messages are read from the raw frame above (for the PIN).
             Request::AddSmartcardKey(_)
             | Request::RemoveSmartcardKey(_)
             | Request::AddSmartcardKeyConstrained(_)
@@ -287,13 +305,22 @@ impl Session {
         let auditor = self.config.auditor.clone();
         let unix_now = self.config.clock.unix_now();
         let allowed = auditor.as_ref().map(|_| request.detail("allowed"));
+        let token = self.config.tokens.find(req.blob);
         let signed = run_signer(move || {
-            let signature = match entry
-                .signer
-                .get()
-                .map_err(crate::keys::KeyError::Signing)
-                .and_then(|signer| signer.sign(&data, flags))
-            {
+            let signature = match token.map_or_else(
+                || {
+                    entry
+                        .signer
+                        .get()
+                        .map_err(crate::keys::KeyError::Signing)
+                        .and_then(|signer| signer.sign(&data, flags))
+                },
+                |token| {
+                    token
+                        .sign(&data, flags)
+                        .map_err(|e| crate::keys::KeyError::Signing(e.to_string()))
+                },
+            ) {
                 Ok(signature) => signature,
                 Err(e) => {
                     release(&entry);
@@ -356,7 +383,7 @@ impl Session {
                     Some(why) if !stored.policy.executables.is_empty() => {
                         Decision::Refuse(policy::Refusal::PeerChanged(why))
                     }
-                    _ => policy::decide(&stored.policy, &request.context(now, &usage)),
+                    _ => policy::decide(&stored.policy, &request.context(now, &usage, entry)),
                 };
                 // Count the signature under the same lock as the decision, so simultaneous
                 // requests cannot all pass a limit; it is given back if no signature is made.
@@ -464,21 +491,19 @@ impl Session {
         let _ = tokio::task::spawn_blocking(move || auditor.record_or_log(event)).await;
     }
 
-    /// The identities answer for this connection: on a connection ssh bound to a host, only the
-    /// keys whose policy allows that host (so servers do not count refused keys as failures).
+    /// The identities answer for this connection: on a connection ssh bound to a host (or
+    /// whose binding failed), only the keys their policy and destination constraints permit
+    /// there ([`policy::visible`]), so servers do not count refused keys as failures.
     fn identities(&self, now: crate::clock::BootInstant) -> Reply {
         let hops = self.bindings.hops();
-        let Some(last) = hops.last() else {
+        if hops.is_empty() && !self.bindings.failed() {
             return Reply::Shared(self.keyring.identities_answer(now));
-        };
-        let host = last
-            .host_key
-            .fingerprint(ssh_key::HashAlg::Sha256)
-            .to_string();
-        let forwarded = hops.iter().any(|h| h.forwarded);
+        }
+        let unix_now = self.config.clock.unix_now();
+        let failed = self.bindings.failed();
         Reply::Owned(self.keyring.identities_answer_filtered(now, |entry| {
             entry.policy.as_ref().is_none_or(|s| {
-                s.policy.allows_host(&host) && !(forwarded && s.policy.deny_forwarding)
+                policy::visible(&s.policy, s.restrict.as_ref(), hops, failed, unix_now)
             })
         }))
     }
@@ -518,8 +543,34 @@ impl Session {
         };
         // A certificate is named by its own blob; its fingerprint is its key's, as in OpenSSH.
         entry.blob = blob;
-        if let Some(policy) = destinations {
-            entry = entry.with_policy(None, policy, self.config.clock.unix_now());
+        let now = self.config.clock.unix_now();
+        // A stored key added again keeps its stored policy (and usage); `-h` adds to it.
+        let boot_now = self.config.clock.boot_now();
+        if let Some(stored) = self.keyring.find(&entry.blob, boot_now).and_then(|old| {
+            old.policy.as_ref().filter(|p| p.id.is_some()).map(|p| {
+                let usage = p
+                    .usage
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                (p.id, p.policy.clone(), usage)
+            })
+        }) {
+            let (id, policy, usage) = stored;
+            entry = entry.with_policy(id, policy, now);
+            if let Some(p) = entry.policy.as_mut() {
+                p.usage = std::sync::Mutex::new(usage);
+            }
+        } else if destinations.is_some() {
+            // ssh-add keys keep OpenSSH's algorithm rules.
+            let policy = policy::Policy {
+                allow_sha1: true,
+                ..policy::Policy::default()
+            };
+            entry = entry.with_policy(None, policy, now);
+        }
+        if let Some(p) = entry.policy.as_mut() {
+            p.restrict = destinations;
         }
         tracing::info!(fingerprint = %entry.fingerprint, certificate, pid = ?self.peer.pid, "key added");
         Reply::status(self.keyring.add(entry).is_ok())
@@ -559,12 +610,20 @@ impl Session {
         Ok(real)
     }
 
-    /// Turns wire constraints into ours; any constraint we would not enforce refuses the add.
-    /// Destination constraints (`ssh-add -h`) become a policy enforced like a stored key's.
+    /// Turns wire constraints into ours; any constraint we would not enforce refuses the add,
+    /// and so does one given twice (as in OpenSSH). Destination constraints (`ssh-add -h`) are
+    /// checked with the key's policy by [`policy::decide`].
     fn constraints(
         &self,
         wire: &[KeyConstraint],
-    ) -> Result<(Constraints, Option<policy::Policy>, Option<String>), String> {
+    ) -> Result<
+        (
+            Constraints,
+            Option<policy::dest::Destinations>,
+            Option<String>,
+        ),
+        String,
+    > {
         let now = self.config.clock.boot_now();
         let mut out = Constraints {
             expires: self.config.default_lifetime.map(|l| now + l),
@@ -590,18 +649,128 @@ impl Session {
                         .map_err(|_| "security-key provider path is not UTF-8".to_owned())?;
                     provider = Some(name);
                 }
-                KeyConstraint::Extension(ext) => {
-                    match ext.parse_key_constraint::<RestrictDestination>() {
-                        Ok(Some(restrict)) => destinations = Some(destination_policy(&restrict)?),
-                        Ok(None) => {
-                            return Err(format!("unsupported constraint extension {:?}", ext.name));
-                        }
-                        Err(e) => return Err(format!("malformed destination constraint: {e}")),
+                KeyConstraint::Extension(ext) if ext.name == crate::agent::restrict::NAME => {
+                    if destinations.is_some() {
+                        return Err("destination constraint given twice".into());
                     }
+                    let parsed = crate::agent::restrict::parse(ext.details.as_ref())
+                        .map_err(|e| e.to_string())?;
+                    destinations = Some(parsed);
+                }
+                KeyConstraint::Extension(ext) => {
+                    return Err(format!("unsupported constraint extension {:?}", ext.name));
                 }
             }
         }
         Ok((out, destinations, provider))
+    }
+
+    /// `ssh-add -s PROVIDER` / `-e PROVIDER`: only on an unbound local connection (never on
+    /// behalf of a forwarded agent: CVE-2023-38408), only from allowed paths, the provider
+    /// loaded by a helper process, never by the agent.
+    async fn smartcard(&mut self, kind: u8, body: &[u8]) -> Reply {
+        let action = if kind == crate::agent::pkcs11::REMOVE {
+            "remove_smartcard"
+        } else {
+            "add_smartcard"
+        };
+        if self.keyring.is_locked() {
+            return Reply::FAILURE;
+        }
+        if !self.bindings.hops().is_empty() || self.bindings.failed() {
+            tracing::info!(pid = ?self.peer.pid, action, "refused a PKCS#11 provider over a forwarded connection");
+            self.audit_refused(action, "over a forwarded connection")
+                .await;
+            return Reply::FAILURE;
+        }
+        let Some((provider, pin, mut rest)) = crate::agent::pkcs11::read_provider(body) else {
+            return Reply::FAILURE;
+        };
+        let mut wire_constraints = Vec::new();
+        if kind == crate::agent::pkcs11::ADD_CONSTRAINED {
+            while !rest.is_empty() {
+                match KeyConstraint::decode(&mut rest) {
+                    Ok(c) => wire_constraints.push(c),
+                    Err(_) => return Reply::FAILURE,
+                }
+            }
+        } else if !rest.is_empty() {
+            return Reply::FAILURE;
+        }
+        let ok = if kind == crate::agent::pkcs11::REMOVE {
+            match self.config.tokens.remove(&provider) {
+                Ok(blobs) => {
+                    for blob in blobs {
+                        let _ = self.keyring.remove(&blob);
+                    }
+                    true
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "ssh-add -e refused");
+                    false
+                }
+            }
+        } else {
+            self.add_token(&provider, &pin, &wire_constraints).await
+        };
+        tracing::info!(pid = ?self.peer.pid, provider, ok, action);
+        self.audit_plain(action, ok).await;
+        Reply::status(ok)
+    }
+
+    async fn add_token(&self, provider: &str, pin: &[u8], wire: &[KeyConstraint]) -> bool {
+        let (constraints, destinations) = match self.constraints(wire) {
+            Ok((constraints, destinations, None)) => (constraints, destinations),
+            Ok((_, _, Some(_))) => {
+                tracing::info!("refused a token key with a security-key provider constraint");
+                return false;
+            }
+            Err(why) => {
+                tracing::info!(%why, "refused a token with a constraint we cannot enforce");
+                return false;
+            }
+        };
+        let config = Arc::clone(&self.config);
+        let (provider, pin) = (provider.to_owned(), Zeroizing::new(pin.to_vec()));
+        let added = tokio::task::spawn_blocking(move || config.tokens.add(&provider, &pin)).await;
+        let keys = match added {
+            Ok(Ok(keys)) => keys,
+            Ok(Err(e)) => {
+                tracing::info!(error = %e, "ssh-add -s refused");
+                return false;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "token task failed");
+                return false;
+            }
+        };
+        let now = self.config.clock.unix_now();
+        for (key, label) in keys {
+            let Ok(public) = ssh_key::public::KeyData::decode(&mut key.blob()) else {
+                continue;
+            };
+            let slot = crate::agent::keyring::SignerSlot::lazy(Box::new(|| {
+                Err("a token key signs through its helper".to_owned())
+            }));
+            let Ok(mut entry) = Entry::new(&public, label, slot, constraints.clone()) else {
+                continue;
+            };
+            if let Some(restrict) = destinations.clone() {
+                let policy = policy::Policy {
+                    allow_sha1: true,
+                    ..policy::Policy::default()
+                };
+                entry = entry.with_policy(None, policy, now);
+                if let Some(p) = entry.policy.as_mut() {
+                    p.restrict = Some(restrict);
+                }
+            }
+            tracing::info!(fingerprint = %entry.fingerprint, "token key added");
+            if self.keyring.add(entry).is_err() {
+                return false;
+            }
+        }
+        true
     }
 
     fn extension(&mut self, ext: &Extension) -> Reply {
@@ -650,6 +819,7 @@ struct Requester<'a> {
     continuity: policy::peer::Continuity,
     chain: Vec<policy::peer::Process>,
     bindings: &'a [crate::agent::bind::Binding],
+    bind_failed: bool,
     host: Option<String>,
     data: policy::request::SignedData,
     algorithm: &'static str,
@@ -680,10 +850,8 @@ impl<'a> Requester<'a> {
             continuity: caller.continuity,
             chain,
             bindings: bindings.hops(),
-            host: bindings
-                .hops()
-                .last()
-                .map(|b| b.host_key.fingerprint(ssh_key::HashAlg::Sha256).to_string()),
+            bind_failed: bindings.failed(),
+            host: bindings.hops().last().map(|b| b.host.fingerprint.clone()),
             data: policy::request::classify(data),
             algorithm,
         }
@@ -708,12 +876,20 @@ impl<'a> Requester<'a> {
         self.continuity.distrust()
     }
 
-    fn context<'b>(&'b self, now: u64, usage: &'b policy::Usage) -> policy::Context<'b> {
+    fn context<'b>(
+        &'b self,
+        now: u64,
+        usage: &'b policy::Usage,
+        entry: &'b Entry,
+    ) -> policy::Context<'b> {
         policy::Context {
             now,
             uid: self.peer.uid,
             executable: self.trusted_exe.as_deref(),
             bindings: self.bindings,
+            bind_failed: self.bind_failed,
+            restrict: entry.policy.as_ref().and_then(|p| p.restrict.as_ref()),
+            key: &entry.blob,
             data: &self.data,
             algorithm: self.algorithm,
             usage,
@@ -752,48 +928,6 @@ fn event(
         outcome,
         detail,
     }
-}
-
-/// The policy for a key added with `ssh-add -h`: it may sign logins to the hosts named as hops'
-/// destinations (and through the hosts named as their origins), and is used over a forwarded
-/// agent only if some hop starts at another host, as in OpenSSH. Host-key certificate
-/// authorities and per-hop user names are not supported: such an add is refused.
-fn destination_policy(restrict: &RestrictDestination) -> Result<policy::Policy, String> {
-    let mut destinations = Vec::new();
-    let mut hops_forward = false;
-    for hop in &restrict.constraints {
-        if !hop.from.hostname.is_empty() || !hop.from.keys.is_empty() {
-            hops_forward = true;
-        }
-        if !hop.to.username.is_empty() {
-            return Err("per-user destination constraints are not supported".into());
-        }
-        for spec in hop.from.keys.iter().chain(&hop.to.keys) {
-            if spec.is_ca {
-                return Err(
-                    "host certificate authorities in destination constraints are not supported"
-                        .into(),
-                );
-            }
-            let fingerprint = spec
-                .keyblob
-                .fingerprint(ssh_key::HashAlg::Sha256)
-                .to_string();
-            if !destinations.contains(&fingerprint) {
-                destinations.push(fingerprint);
-            }
-        }
-    }
-    if destinations.is_empty() {
-        return Err("a destination constraint without host keys".into());
-    }
-    Ok(policy::Policy {
-        destinations,
-        deny_forwarding: !hops_forward,
-        // ssh-add keys keep OpenSSH's algorithm rules.
-        allow_sha1: true,
-        ..policy::Policy::default()
-    })
 }
 
 /// Why a security key (made for `application`) may not sign `data`, if it may not: a provider is
@@ -1207,7 +1341,10 @@ mod tests {
         }
         login.push(1);
         b"ssh-ed25519".encode(&mut login).unwrap();
-        b"blob".encode(&mut login).unwrap();
+        crate::keys::public_blob(key.public_key().key_data())
+            .unwrap()
+            .encode(&mut login)
+            .unwrap();
         let request = |data: Vec<u8>| {
             encode(&Request::SignRequest(SignRequest {
                 credential: PublicCredential::Key(key.public_key().key_data().clone()),
@@ -1246,7 +1383,10 @@ mod tests {
         }
         login.push(1);
         b"sk-ssh-ed25519@openssh.com".encode(&mut login).unwrap();
-        b"blob".encode(&mut login).unwrap();
+        // The key blob starts with the key's type, as a login's must.
+        let mut key_blob = Vec::new();
+        b"sk-ssh-ed25519@openssh.com".encode(&mut key_blob).unwrap();
+        key_blob.encode(&mut login).unwrap();
         assert_eq!(sk_refusal("ssh:", false, true, b"anything"), None);
         assert!(sk_refusal("ssh:", true, true, &login).is_some());
         assert!(sk_refusal("https://example.com", false, true, b"challenge").is_some());
@@ -1255,6 +1395,238 @@ mod tests {
             sk_refusal("https://example.com", false, false, b"challenge"),
             None
         );
+    }
+
+    /// A host certificate for `host` from `ca`, valid around the fixture's clock, for "hostc".
+    fn host_certificate(host: &PrivateKey, ca: &PrivateKey) -> ssh_key::Certificate {
+        let now = 1_700_000_000;
+        let mut builder = ssh_key::certificate::Builder::new_with_random_nonce(
+            &mut rand_core::OsRng,
+            host.public_key().key_data().clone(),
+            now - 60,
+            now + 3600,
+        )
+        .unwrap();
+        builder
+            .cert_type(ssh_key::certificate::CertType::Host)
+            .unwrap()
+            .valid_principal("hostc")
+            .unwrap();
+        builder.sign(ca).unwrap()
+    }
+
+    /// A session-bind whose host key blob is `cert_blob`, signed by `host`.
+    fn cert_bind_frame(
+        host: &PrivateKey,
+        cert_blob: &[u8],
+        sid: &[u8],
+        forwarding: bool,
+    ) -> Vec<u8> {
+        let signature = signature::Signer::try_sign(host, sid).unwrap();
+        let mut details = Vec::new();
+        cert_blob.encode(&mut details).unwrap();
+        sid.encode(&mut details).unwrap();
+        let mut sig = Vec::new();
+        signature.encode(&mut sig).unwrap();
+        sig.encode(&mut details).unwrap();
+        details.push(u8::from(forwarding));
+        encode(&Request::Extension(Extension {
+            name: "session-bind@openssh.com".into(),
+            details: Unparsed::from(details),
+        }))
+    }
+
+    /// A session-bind whose host key is a host certificate: accepted when the CA's signature
+    /// and the session signature verify; a `-h` constraint naming the CA (`@cert-authority`)
+    /// lets the key sign for that host, one naming another host does not.
+    #[tokio::test]
+    async fn session_bind_with_a_host_certificate() {
+        use ssh_agent_lib::proto::extension::RestrictDestination;
+        use ssh_agent_lib::proto::extension::{DestinationConstraint, HostTuple, KeySpec};
+        let (host, ca) = (ed25519(), ed25519());
+        let frame = |cert_blob: &[u8], sid: &[u8], forwarding: bool| {
+            cert_bind_frame(&host, cert_blob, sid, forwarding)
+        };
+        let cert = host_certificate(&host, &ca);
+        let blob = cert.to_bytes().unwrap();
+        let mut forged = blob.clone();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        let mut f = fixture();
+        assert_eq!(
+            send(&mut f.session, &frame(&forged, b"sid", false)).await,
+            wire::FAILURE,
+            "a certificate whose CA signature does not verify"
+        );
+        // Truncated anywhere: malformed, never a crash.
+        for cut in (0..blob.len()).step_by(7) {
+            let mut f = fixture();
+            assert_eq!(
+                send(&mut f.session, &frame(&blob[..cut], b"sid", false)).await,
+                wire::FAILURE,
+                "cut at {cut}"
+            );
+        }
+        let mut f = fixture();
+        assert_eq!(
+            send(&mut f.session, &frame(&blob, b"sid", false)).await,
+            wire::SUCCESS
+        );
+        assert_eq!(f.session.bindings().hops()[0].host.blob, blob);
+
+        let key = ed25519();
+        let to = |name: &str| DestinationConstraint {
+            from: HostTuple {
+                username: String::new(),
+                hostname: String::new(),
+                keys: vec![],
+            },
+            to: HostTuple {
+                username: String::new(),
+                hostname: name.into(),
+                keys: vec![KeySpec {
+                    keyblob: ca.public_key().key_data().clone(),
+                    is_ca: true,
+                }],
+            },
+        };
+        let mut login = Vec::new();
+        b"sid".encode(&mut login).unwrap();
+        login.push(50);
+        for part in [&b"me"[..], b"ssh-connection", b"publickey"] {
+            part.encode(&mut login).unwrap();
+        }
+        login.push(1);
+        b"ssh-ed25519".encode(&mut login).unwrap();
+        crate::keys::public_blob(key.public_key().key_data())
+            .unwrap()
+            .encode(&mut login)
+            .unwrap();
+        let sign_login = encode(&Request::SignRequest(SignRequest {
+            credential: PublicCredential::Key(key.public_key().key_data().clone()),
+            data: login,
+            flags: 0,
+        }));
+        for (name, want) in [("hostc", wire::SIGN_RESPONSE), ("hostd", wire::FAILURE)] {
+            let restrict = RestrictDestination {
+                constraints: vec![to(name)],
+            };
+            let ext = Extension::new_key_constraint(restrict).unwrap();
+            assert_eq!(
+                send(
+                    &mut f.session,
+                    &add(&key, vec![KeyConstraint::Extension(ext)])
+                )
+                .await,
+                wire::SUCCESS
+            );
+            assert_eq!(send(&mut f.session, &sign_login).await, want, "-h {name}");
+        }
+    }
+
+    /// A stored key added again with `ssh-add -h` keeps its stored policy and usage, and gets
+    /// the constraints too: both apply.
+    #[tokio::test]
+    async fn re_adding_a_stored_key_keeps_its_policy() {
+        use ssh_agent_lib::proto::extension::RestrictDestination;
+        use ssh_agent_lib::proto::extension::{DestinationConstraint, HostTuple, KeySpec};
+        let mut f = fixture();
+        let key = ed25519();
+        let id: crate::store::KeyId = "00112233445566778899aabbccddeeff".parse().unwrap();
+        let stored = policy::Policy {
+            max_signatures: Some(5),
+            ..policy::Policy::default()
+        };
+        let entry = Entry::new(
+            key.public_key().key_data(),
+            "stored".into(),
+            Signer::from_keypair(key.key_data()).unwrap(),
+            Constraints::default(),
+        )
+        .unwrap()
+        .with_policy(Some(id), stored.clone(), 0);
+        f.session.keyring.add(entry).unwrap();
+        assert_eq!(send(&mut f.session, &sign(&key)).await, wire::SIGN_RESPONSE);
+        let restrict = RestrictDestination {
+            constraints: vec![DestinationConstraint {
+                from: HostTuple {
+                    username: String::new(),
+                    hostname: String::new(),
+                    keys: vec![],
+                },
+                to: HostTuple {
+                    username: String::new(),
+                    hostname: "a".into(),
+                    keys: vec![KeySpec {
+                        keyblob: ed25519().public_key().key_data().clone(),
+                        is_ca: false,
+                    }],
+                },
+            }],
+        };
+        let ext = Extension::new_key_constraint(restrict).unwrap();
+        assert_eq!(
+            send(
+                &mut f.session,
+                &add(&key, vec![KeyConstraint::Extension(ext)])
+            )
+            .await,
+            wire::SUCCESS
+        );
+        let blob = crate::keys::public_blob(key.public_key().key_data()).unwrap();
+        let entry = f.session.keyring.find(&blob, f.clock.boot_now()).unwrap();
+        let kept = entry.policy.as_ref().unwrap();
+        assert_eq!(kept.id, Some(id));
+        assert_eq!(kept.policy, stored);
+        assert_eq!(
+            kept.usage.lock().unwrap().signatures,
+            1,
+            "usage carried over"
+        );
+        assert!(kept.restrict.is_some());
+        // The -h constraint now refuses the unbound signature the stored policy allowed.
+        assert_eq!(send(&mut f.session, &sign(&key)).await, wire::FAILURE);
+    }
+
+    /// After a refused session-bind with nothing bound, a destination-constrained key is
+    /// neither listed nor used on that connection (as in OpenSSH); other keys still are.
+    #[tokio::test]
+    async fn failed_bind_hides_constrained_keys() {
+        use ssh_agent_lib::proto::extension::RestrictDestination;
+        use ssh_agent_lib::proto::extension::{DestinationConstraint, HostTuple, KeySpec};
+        let mut f = fixture();
+        let (key, free, a) = (ed25519(), ed25519(), ed25519());
+        let restrict = RestrictDestination {
+            constraints: vec![DestinationConstraint {
+                from: HostTuple {
+                    username: String::new(),
+                    hostname: String::new(),
+                    keys: vec![],
+                },
+                to: HostTuple {
+                    username: String::new(),
+                    hostname: "a".into(),
+                    keys: vec![KeySpec {
+                        keyblob: a.public_key().key_data().clone(),
+                        is_ca: false,
+                    }],
+                },
+            }],
+        };
+        let ext = Extension::new_key_constraint(restrict).unwrap();
+        send(
+            &mut f.session,
+            &add(&key, vec![KeyConstraint::Extension(ext)]),
+        )
+        .await;
+        send(&mut f.session, &add(&free, vec![])).await;
+        let count = |reply: &[u8]| u32::from_be_bytes(reply[1..5].try_into().unwrap());
+        assert_eq!(count(f.session.handle(&[11]).await.as_bytes()), 2);
+        assert_eq!(
+            send(&mut f.session, &bind_frame(&a, b"sid", false, true)).await,
+            wire::FAILURE
+        );
+        assert_eq!(count(f.session.handle(&[11]).await.as_bytes()), 1);
     }
 
     #[tokio::test]

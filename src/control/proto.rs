@@ -180,6 +180,9 @@ pub struct PolicyProbe {
     pub uid: Option<u32>,
     /// Whether the request arrives through a forwarded agent.
     pub forwarded: bool,
+    /// The hosts (`SHA256:` fingerprints) the agent was forwarded through, in order.
+    #[serde(default)]
+    pub via: Vec<String>,
     /// Signature algorithm (default `rsa-sha2-256`; `ssh-rsa` is SHA-1).
     pub algorithm: Option<String>,
 }

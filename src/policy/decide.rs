@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 
 use crate::agent::bind::Binding;
+use crate::policy::dest::{self, DestRefusal, Destinations};
 use crate::policy::request::SignedData;
 use crate::policy::tally::{self, SavedUsage, UsageSink};
 use crate::policy::{Policy, Purpose};
@@ -108,6 +109,12 @@ pub struct Context<'a> {
     pub executable: Option<&'a str>,
     /// The connection's session bindings, oldest first.
     pub bindings: &'a [Binding],
+    /// Whether a session-bind was refused on the connection.
+    pub bind_failed: bool,
+    /// The key's `ssh-add -h` constraints, if it was added with any.
+    pub restrict: Option<&'a Destinations>,
+    /// The blob of the key asked to sign.
+    pub key: &'a [u8],
     /// What is to be signed.
     pub data: &'a SignedData,
     /// The signature algorithm asked for (`ssh-rsa` is SHA-1).
@@ -154,19 +161,12 @@ pub enum Refusal {
     /// `deny_forwarding`.
     #[error("deny_forwarding: the request came through a forwarded agent")]
     Forwarded,
-    /// `destinations`: not a login on a connection bound by `ssh`.
-    #[error(
-        "destinations: a destination-restricted key signs only logins on connections ssh has bound to a host"
-    )]
-    Unbound,
-    /// `destinations`: the login does not belong to the bound session.
-    #[error(
-        "destinations: the login's session or host key does not match the connection's binding"
-    )]
-    SessionMismatch,
-    /// `destinations`: the host is not allowed.
-    #[error("destinations: host key {0} is not an allowed destination")]
-    Destination(String),
+    /// `destinations` (the stored policy's hosts).
+    #[error("destinations: {0}")]
+    Destination(DestRefusal),
+    /// `ssh-add -h` (the key's destination constraints).
+    #[error("ssh-add -h: {0}")]
+    Restricted(DestRefusal),
 }
 
 /// The outcome.
@@ -179,13 +179,6 @@ pub enum Decision {
     },
     /// Do not sign.
     Refuse(Refusal),
-}
-
-fn host_fingerprint(binding: &Binding) -> String {
-    binding
-        .host_key
-        .fingerprint(ssh_key::HashAlg::Sha256)
-        .to_string()
 }
 
 /// Decides one signature.
@@ -257,41 +250,46 @@ fn check(policy: &Policy, ctx: &Context<'_>) -> Result<(), Refusal> {
         return Err(Refusal::Forwarded);
     }
     if !policy.destinations.is_empty() {
-        check_destination(policy, ctx)?;
+        let stored = Destinations::from_fingerprints(&policy.destinations, !policy.deny_forwarding);
+        check_destination(&stored, ctx).map_err(Refusal::Destination)?;
+    }
+    if let Some(restrict) = ctx.restrict {
+        check_destination(restrict, ctx).map_err(Refusal::Restricted)?;
     }
     Ok(())
 }
 
-/// OpenSSH's `restrict-destination-v00` rule: a restricted key signs only a login on a bound
-/// connection, for the session of the latest binding, to an allowed host, through allowed hops.
-fn check_destination(policy: &Policy, ctx: &Context<'_>) -> Result<(), Refusal> {
-    let (
-        Some(last),
-        SignedData::Userauth {
-            session_id,
-            host_key,
-            ..
-        },
-    ) = (ctx.bindings.last(), ctx.data)
-    else {
-        return Err(Refusal::Unbound);
-    };
-    if last.forwarded || *session_id != last.session_id {
-        return Err(Refusal::SessionMismatch);
+fn check_destination(dests: &Destinations, ctx: &Context<'_>) -> Result<(), DestRefusal> {
+    dest::sign_permitted(
+        dests,
+        ctx.bindings,
+        ctx.bind_failed,
+        ctx.data,
+        ctx.key,
+        ctx.now,
+    )
+}
+
+/// Whether a key is listed on a connection with these bindings: its stored policy's
+/// destinations and forwarding rule and its `ssh-add -h` constraints must all permit it (as
+/// OpenSSH's agent hides a key where its constraints do not permit it).
+pub fn visible(
+    policy: &Policy,
+    restrict: Option<&Destinations>,
+    bindings: &[Binding],
+    bind_failed: bool,
+    now: u64,
+) -> bool {
+    if policy.deny_forwarding && bindings.iter().any(|b| b.forwarded) {
+        return false;
     }
-    if let Some(host_key) = host_key {
-        let bound = crate::keys::public_blob(&last.host_key).unwrap_or_default();
-        if *host_key != bound {
-            return Err(Refusal::SessionMismatch);
+    if !policy.destinations.is_empty() {
+        let stored = Destinations::from_fingerprints(&policy.destinations, !policy.deny_forwarding);
+        if dest::identity_permitted(&stored, bindings, bind_failed, None, now).is_err() {
+            return false;
         }
     }
-    for hop in ctx.bindings {
-        let fingerprint = host_fingerprint(hop);
-        if !policy.allows_host(&fingerprint) {
-            return Err(Refusal::Destination(fingerprint));
-        }
-    }
-    Ok(())
+    restrict.is_none_or(|r| dest::identity_permitted(r, bindings, bind_failed, None, now).is_ok())
 }
 
 /// A short description of what is to be signed, for refusals and the audit log.

@@ -6,12 +6,13 @@
 //! or an `SSHSIG` signature in some namespace) from the data to be signed, and [`peer`] who asks.
 
 mod decide;
+pub mod dest;
 mod loosen;
 pub mod peer;
 pub mod request;
 pub mod tally;
 
-pub use decide::{Context, Decision, Refusal, Usage, decide, describe};
+pub use decide::{Context, Decision, Refusal, Usage, decide, describe, visible};
 pub use loosen::loosened;
 
 use serde::{Deserialize, Serialize};

@@ -3,6 +3,7 @@
 
 use crate::agent::bind::Binding;
 use crate::control::proto::{AuditView, PolicyProbe, Request, Response};
+use crate::policy::dest::HostKey;
 use crate::policy::request::SignedData;
 use crate::policy::{self, Decision, Policy, Usage};
 use crate::service::certs::rfc3339;
@@ -47,7 +48,8 @@ impl Service {
             Request::PolicyTest { key, probe } => {
                 let info = store.get_key(&key)?;
                 let policy = self.key_policy(info.id)?;
-                let decision = dry_run(&policy, &probe, now);
+                let blob = crate::keys::public_blob(info.public.key_data()).unwrap_or_default();
+                let decision = dry_run(&policy, &probe, now, &blob);
                 let (allowed, confirm, rule) = match decision {
                     Decision::Allow { confirm } => (true, confirm, None),
                     Decision::Refuse(r) => (false, false, Some(r.to_string())),
@@ -117,16 +119,31 @@ impl Service {
     }
 }
 
-/// What `policy` decides for the request `probe` describes, at `now`, for a freshly loaded key.
-fn dry_run(policy: &Policy, probe: &PolicyProbe, now: u64) -> Decision {
-    // A dry run has no session binding to verify: destinations are matched against the probe's
-    // host fingerprint below instead.
-    let bindings: Vec<Binding> = Vec::new();
+/// What `policy` decides for the request `probe` describes, at `now`, for a freshly loaded key
+/// (`key`, its public blob): the same [`policy::decide`] the agent calls, on the session
+/// bindings the probe describes (the `via` hosts as forwarding hops, then the login's host).
+fn dry_run(policy: &Policy, probe: &PolicyProbe, now: u64, key: &[u8]) -> Decision {
+    let hop = |fingerprint: &str, forwarded: bool| Binding {
+        host: HostKey::fingerprint(fingerprint),
+        session_id: b"probe".to_vec(),
+        forwarded,
+    };
+    let mut bindings: Vec<Binding> = probe.via.iter().map(|h| hop(h, true)).collect();
+    if probe.forwarded && bindings.is_empty() {
+        // Forwarded through a host the probe does not name: it matches no destination.
+        bindings.push(hop("(an unnamed host)", true));
+    }
+    if let Some(host) = &probe.host {
+        bindings.push(hop(host, false));
+    }
     let data = match probe.purpose.as_deref() {
         None | Some("login") => SignedData::Userauth {
-            session_id: Vec::new(),
+            session_id: b"probe".to_vec(),
             user: "probe".into(),
-            host_key: None,
+            // The probe's hosts have no key blobs: a forwarded login names the (empty) blob of
+            // its last binding, as ssh's host-bound request does.
+            host_key: (bindings.len() > 1).then(Vec::new),
+            key: key.to_vec(),
         },
         Some("x509") => SignedData::X509 {
             subject: "CN=probe".into(),
@@ -141,6 +158,9 @@ fn dry_run(policy: &Policy, probe: &PolicyProbe, now: u64) -> Decision {
         uid: probe.uid.unwrap_or_else(|| nix::unistd::getuid().as_raw()),
         executable: probe.exe.as_deref(),
         bindings: &bindings,
+        bind_failed: false,
+        restrict: None,
+        key,
         data: &data,
         algorithm: probe.algorithm.as_deref().map_or("rsa-sha2-256", |a| {
             if a == "ssh-rsa" {
@@ -151,20 +171,5 @@ fn dry_run(policy: &Policy, probe: &PolicyProbe, now: u64) -> Decision {
         }),
         usage: &usage,
     };
-    let mut relaxed = policy.clone();
-    let destinations = std::mem::take(&mut relaxed.destinations);
-    if probe.forwarded && policy.deny_forwarding {
-        return Decision::Refuse(policy::Refusal::Forwarded);
-    }
-    let decision = policy::decide(&relaxed, &ctx);
-    if matches!(decision, Decision::Allow { .. }) && !destinations.is_empty() {
-        return match &probe.host {
-            None => Decision::Refuse(policy::Refusal::Unbound),
-            Some(host) if !destinations.contains(host) => {
-                Decision::Refuse(policy::Refusal::Destination(host.clone()))
-            }
-            Some(_) => decision,
-        };
-    }
-    decision
+    policy::decide(policy, &ctx)
 }

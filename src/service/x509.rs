@@ -36,12 +36,16 @@ impl Service {
             info.public.key_data(),
             crate::keys::fingerprint::FingerprintHash::Sha256,
         )?);
+        let key_blob = crate::keys::public_blob(info.public.key_data())?;
         let decision = self.with_usage(&info, now, |usage| {
             let ctx = policy::Context {
                 now,
                 uid: caller.uid,
                 executable: caller.exe(),
                 bindings: &[],
+                bind_failed: false,
+                restrict: None,
+                key: &key_blob,
                 data: &data,
                 algorithm: ALGORITHM,
                 usage,

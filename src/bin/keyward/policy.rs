@@ -99,6 +99,10 @@ pub(crate) enum PolicyCommand {
         /// Through a forwarded agent.
         #[arg(long)]
         forwarded: bool,
+        /// A host the agent was forwarded through, in order (fingerprint or known_hosts name;
+        /// repeatable; implies --forwarded).
+        #[arg(long, value_name = "HOST")]
+        via: Vec<String>,
         /// A legacy ssh-rsa (SHA-1) signature.
         #[arg(long)]
         sha1: bool,
@@ -189,19 +193,26 @@ pub(crate) fn policy_command(at: &Locations, command: PolicyCommand) -> anyhow::
             purpose,
             uid,
             forwarded,
+            via,
             sha1,
             known_hosts: kh,
         } => {
+            let kh = known_hosts(kh);
             let host = match host {
-                Some(h) => Some(p::resolve_host(&h, &known_hosts(kh))?.remove(0)),
+                Some(h) => Some(p::resolve_host(&h, &kh)?.remove(0)),
                 None => None,
             };
+            let via = via
+                .iter()
+                .map(|h| p::resolve_host(h, &kh).map(|mut fps| fps.remove(0)))
+                .collect::<Result<Vec<_>, _>>()?;
             let probe = keyward::control::proto::PolicyProbe {
                 host,
                 exe,
                 purpose,
                 uid,
-                forwarded,
+                forwarded: forwarded || !via.is_empty(),
+                via,
                 algorithm: sha1.then(|| "ssh-rsa".to_owned()),
             };
             let Response::Decision {

@@ -7,6 +7,8 @@ use ssh_key::PrivateKey;
 /// 2026-11-27 (a Friday) 12:00 UTC.
 const NOW: u64 = 1_795_780_800;
 
+const KEY: &[u8] = b"user key blob";
+
 fn host() -> ssh_key::public::KeyData {
     PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519)
         .unwrap()
@@ -17,7 +19,7 @@ fn host() -> ssh_key::public::KeyData {
 
 fn bind(host_key: &ssh_key::public::KeyData, sid: &[u8], forwarded: bool) -> Binding {
     Binding {
-        host_key: host_key.clone(),
+        host: crate::policy::dest::HostKey::plain(host_key),
         session_id: sid.to_vec(),
         forwarded,
     }
@@ -28,6 +30,7 @@ fn login(sid: &[u8]) -> SignedData {
         session_id: sid.to_vec(),
         user: "me".into(),
         host_key: None,
+        key: KEY.to_vec(),
     }
 }
 
@@ -37,6 +40,9 @@ fn ctx<'a>(data: &'a SignedData, bindings: &'a [Binding], usage: &'a Usage) -> C
         uid: 1000,
         executable: Some("/usr/bin/ssh"),
         bindings,
+        bind_failed: false,
+        restrict: None,
+        key: KEY,
         data,
         algorithm: "rsa-sha2-256",
         usage,
@@ -243,6 +249,7 @@ fn clients_and_purposes() {
 
 #[test]
 fn destinations_follow_restrict_destination_semantics() {
+    use crate::policy::dest::DestRefusal;
     let usage = Usage::loaded(NOW);
     let (a, b) = (host(), host());
     let fp = |k: &ssh_key::public::KeyData| k.fingerprint(ssh_key::HashAlg::Sha256).to_string();
@@ -257,16 +264,19 @@ fn destinations_follow_restrict_destination_semantics() {
         Decision::Allow { .. }
     ));
     // To B: refused.
-    assert_eq!(
+    assert!(matches!(
         refused(&only_a, &ctx(&data, &[bind(&b, b"s1", false)], &usage)),
-        Refusal::Destination(fp(&b))
-    );
+        Refusal::Destination(DestRefusal::Hop { to, .. }) if to == fp(&b)
+    ));
     // Unbound, or not a login: refused.
-    assert_eq!(refused(&only_a, &ctx(&data, &[], &usage)), Refusal::Unbound);
+    assert_eq!(
+        refused(&only_a, &ctx(&data, &[], &usage)),
+        Refusal::Destination(DestRefusal::Unbound)
+    );
     let other = SignedData::Other;
     assert_eq!(
         refused(&only_a, &ctx(&other, &[bind(&a, b"s1", false)], &usage)),
-        Refusal::Unbound
+        Refusal::Destination(DestRefusal::NotLogin)
     );
     // A login for another session than the bound one: refused.
     assert_eq!(
@@ -274,45 +284,118 @@ fn destinations_follow_restrict_destination_semantics() {
             &only_a,
             &ctx(&login(b"s2"), &[bind(&a, b"s1", false)], &usage)
         ),
-        Refusal::SessionMismatch
+        Refusal::Destination(DestRefusal::SessionMismatch)
     );
     // Hostbound request naming another host key: refused.
     let hostbound = SignedData::Userauth {
         session_id: b"s1".to_vec(),
         user: "me".into(),
         host_key: Some(crate::keys::public_blob(&b).unwrap()),
+        key: KEY.to_vec(),
     };
     assert_eq!(
         refused(&only_a, &ctx(&hostbound, &[bind(&a, b"s1", false)], &usage)),
-        Refusal::SessionMismatch
+        Refusal::Destination(DestRefusal::HostKeyMismatch)
     );
-    // Through A (forwarded) to B: B must be allowed too.
+    // Through A (forwarded) to B: B must be allowed too (and the login host-bound).
     let hops = [bind(&a, b"s0", true), bind(&b, b"s1", false)];
-    assert_eq!(
-        refused(&only_a, &ctx(&data, &hops, &usage)),
-        Refusal::Destination(fp(&b))
-    );
+    let to_b = SignedData::Userauth {
+        session_id: b"s1".to_vec(),
+        user: "me".into(),
+        host_key: Some(crate::keys::public_blob(&b).unwrap()),
+        key: KEY.to_vec(),
+    };
+    assert!(matches!(
+        refused(&only_a, &ctx(&to_b, &hops, &usage)),
+        Refusal::Destination(DestRefusal::Hop { .. })
+    ));
     let a_and_b = Policy {
         destinations: vec![fp(&a), fp(&b)],
         ..Policy::default()
     };
     assert!(matches!(
-        decide(&a_and_b, &ctx(&data, &hops, &usage)),
+        decide(&a_and_b, &ctx(&to_b, &hops, &usage)),
         Decision::Allow { .. }
     ));
     // ...unless forwarding is denied.
     let no_fwd = Policy {
         deny_forwarding: true,
-        ..a_and_b
+        ..a_and_b.clone()
     };
     assert_eq!(
-        refused(&no_fwd, &ctx(&data, &hops, &usage)),
+        refused(&no_fwd, &ctx(&to_b, &hops, &usage)),
         Refusal::Forwarded
     );
     assert!(matches!(
         decide(&no_fwd, &ctx(&data, &[bind(&a, b"s1", false)], &usage)),
         Decision::Allow { .. }
     ));
+    // Listing follows the same walk.
+    assert!(visible(&a_and_b, None, &hops[..1], false, NOW));
+    assert!(!visible(&no_fwd, None, &hops[..1], false, NOW));
+    assert!(!visible(
+        &only_a,
+        None,
+        &[bind(&b, b"s1", true)],
+        false,
+        NOW
+    ));
+    assert!(visible(&Policy::default(), None, &hops, false, NOW));
+}
+
+/// `ssh-add -h` composes with the stored policy: both must permit.
+#[test]
+fn stored_destinations_and_ssh_add_h_both_apply() {
+    use crate::policy::dest::{Constraint, DestRefusal, Destinations, HopSpec, KeyMatch};
+    let usage = Usage::loaded(NOW);
+    let (a, b) = (host(), host());
+    let fp = |k: &ssh_key::public::KeyData| k.fingerprint(ssh_key::HashAlg::Sha256).to_string();
+    let to = |k: &ssh_key::public::KeyData| Constraint {
+        from: HopSpec::default(),
+        to: HopSpec {
+            user: None,
+            hostname: Some("h".into()),
+            keys: vec![KeyMatch::Plain(fp(k))],
+        },
+    };
+    let h_a = Destinations {
+        constraints: vec![to(&a)],
+    };
+    let stored_a_b = Policy {
+        destinations: vec![fp(&a), fp(&b)],
+        ..Policy::default()
+    };
+    let stored_b = Policy {
+        destinations: vec![fp(&b)],
+        ..Policy::default()
+    };
+    let data = login(b"s1");
+    let on_a = [bind(&a, b"s1", false)];
+    let on_b = [bind(&b, b"s1", false)];
+    let with = |bindings, restrict| Context {
+        restrict,
+        ..ctx(&data, bindings, &usage)
+    };
+    assert!(matches!(
+        decide(&stored_a_b, &with(&on_a, Some(&h_a))),
+        Decision::Allow { .. }
+    ));
+    assert!(matches!(
+        refused(&stored_a_b, &with(&on_b, Some(&h_a))),
+        Refusal::Restricted(DestRefusal::Hop { .. })
+    ));
+    assert!(matches!(
+        refused(&stored_b, &with(&on_a, Some(&h_a))),
+        Refusal::Destination(DestRefusal::Hop { .. })
+    ));
+    // The -h constraints alone (a plain ssh-add key's default policy).
+    assert!(matches!(
+        decide(&Policy::default(), &with(&on_a, Some(&h_a))),
+        Decision::Allow { .. }
+    ));
+    assert!(visible(&stored_a_b, Some(&h_a), &on_a, false, NOW));
+    assert!(!visible(&stored_a_b, Some(&h_a), &on_b, false, NOW));
+    assert!(!visible(&stored_b, Some(&h_a), &on_a, false, NOW));
 }
 
 #[test]
