@@ -5,6 +5,7 @@
 //! Protocol code decides nothing about keys on its own: it decodes, asks the key ring, encodes.
 
 pub mod bind;
+pub mod compat;
 pub mod confirm;
 pub mod frame;
 pub mod keyring;
@@ -13,5 +14,6 @@ pub mod session;
 pub mod slot;
 pub mod wire;
 
+pub use compat::CompatOptions;
 pub use keyring::Keyring;
 pub use session::{AgentConfig, Session};

@@ -40,6 +40,8 @@ pub struct AgentConfig {
     sign_slots: Semaphore,
     /// Where decisions are recorded (absent without a store).
     pub auditor: Option<Auditor>,
+    /// What ssh-agent's `-E`, `-P` and `-O` flags set.
+    pub compat: super::CompatOptions,
 }
 
 impl AgentConfig {
@@ -56,6 +58,7 @@ impl AgentConfig {
             default_lifetime,
             sign_slots: Semaphore::new(cores),
             auditor: None,
+            compat: super::CompatOptions::new(),
         }
     }
 
@@ -63,6 +66,13 @@ impl AgentConfig {
     #[must_use]
     pub fn with_auditor(mut self, auditor: Option<Auditor>) -> Self {
         self.auditor = auditor;
+        self
+    }
+
+    /// Applies ssh-agent's `-E`, `-P` and `-O` settings.
+    #[must_use]
+    pub fn with_compat(mut self, compat: super::CompatOptions) -> Self {
+        self.compat = compat;
         self
     }
 }
@@ -303,7 +313,7 @@ impl Session {
             let prompt = format!(
                 "Allow use of key {}?\nKey fingerprint {}.\nRequested by {}{}.",
                 entry.comment,
-                entry.fingerprint,
+                self.config.compat.fingerprint_hash.fingerprint(&entry.blob),
                 request.lineage(),
                 request
                     .host
@@ -423,7 +433,7 @@ impl Session {
         if let Some(policy) = destinations {
             entry = entry.with_policy(None, policy, self.config.clock.unix_now());
         }
-        tracing::info!(fingerprint = %entry.fingerprint, pid = ?self.peer.pid, "key added");
+        tracing::info!(fingerprint = %self.config.compat.fingerprint_hash.fingerprint(&entry.blob), pid = ?self.peer.pid, "key added");
         Reply::status(self.keyring.add(entry).is_ok())
     }
 
