@@ -31,30 +31,31 @@ const FATAL: u8 = 255;
 const LONG_ABOUT: &str = "\
 keyward-agent is an SSH authentication agent that also serves the keys of keyward's encrypted \
 store. It accepts ssh-agent(1)'s whole command line with ssh-agent's meaning, output and exit \
-codes, so scripts and tests written for ssh-agent run unchanged:
+codes, so scripts and tests written for ssh-agent run unchanged.
 
-  eval $(keyward-agent)            detach; print sh (csh if $SHELL ends in csh) lines
-  keyward-agent -s | -c            detach; print sh | csh lines
-  keyward-agent -D | -d            stay in the foreground (-d: debug log on stderr)
-  keyward-agent [flags] command [arg ...]
-                                   run command with SSH_AUTH_SOCK and SSH_AGENT_PID set; the \
-agent exits when the command does, and the exit status is the command's
-  keyward-agent [-c | -s] -k       kill the agent named by $SSH_AGENT_PID
+Without -s, -c, -D, -d, -k or a command, as with -s (or -c when $SHELL ends in csh), the agent \
+detaches and prints the commands that set SSH_AUTH_SOCK and SSH_AGENT_PID, for \
+eval $(keyward-agent). With -D or -d it stays in the foreground and prints the SSH_AUTH_SOCK \
+line. Given a command, it runs the command with SSH_AUTH_SOCK and SSH_AGENT_PID in its \
+environment; keyward-agent's exit status is the command's, and the agent exits once the \
+command has (within a second; ssh-agent takes up to ten). -k sends SIGTERM to \
+$SSH_AGENT_PID and prints the commands that unset both variables.
 
-Without -a, the detached and foreground modes make a fresh private directory (mode 0700) for \
-the socket, as ssh-agent does: ssh-XXXXXXXXXX/agent.PID under $XDG_RUNTIME_DIR (or \
-/run/user/UID) when there is one, else under $TMPDIR or /tmp. A socket another agent serves is \
-never taken over: the agent exits with status 1. Exit status: 0 on success, 1 for a usage or \
-start-up error, 255 for a bad -E or -O value (as ssh-agent).
+Without -a, each agent gets a fresh private directory (mode 0700) for its socket, as ssh-agent \
+makes with mkdtemp: ssh-XXXXXXXXXX/agent.PID under $XDG_RUNTIME_DIR (or /run/user/UID) when \
+that is a private directory of the user, else under $TMPDIR or /tmp. A socket another agent \
+serves is never taken over: keyward-agent prints \"Address already in use\" and exits 1, \
+printing nothing on stdout. Exit status: 0 on success, 1 for a usage or start-up error, 255 for \
+a bad -E or -O value, as ssh-agent.
 
 Given only keyward's long options (--socket, --store, --no-store, --config, --askpass, \
---passphrase-file), or started by systemd or launchd with its sockets, keyward-agent stays in the \
-foreground on $XDG_RUNTIME_DIR/keyward/agent.sock and prints nothing: that is how `keyward start` \
-and the service units run it.
+--passphrase-file), or started by systemd or launchd with its sockets, keyward-agent stays in \
+the foreground on $XDG_RUNTIME_DIR/keyward/agent.sock and prints nothing: that is how \
+keyward start and the service units run it. keyward agent ARGS runs the same program.
 
-The agent serves the default store (created without a passphrase on first use) beside the keys \
-added with ssh-add, unless --no-store. The store is single-process: a second agent on the same \
-store serves keys added with ssh-add only, and says so on stderr.";
+The agent serves the default store (created without a passphrase on first use) beside the \
+keys added with ssh-add, unless --no-store. The store is single-process: a second agent on \
+the same store serves keys added with ssh-add only, and says so on stderr.";
 
 /// An SSH agent with a certificate and policy store; a drop-in for ssh-agent.
 #[derive(Parser, Debug)]

@@ -152,7 +152,10 @@ async fn serve_async(options: &Options, launch: Launch) -> anyhow::Result<(Socke
         && activated.agent.is_none()
         && launch::running_agent(socket_path).is_some()
     {
-        return Err(socket::SocketError::AlreadyListening(socket_path.to_owned()).into());
+        anyhow::bail!(
+            "cannot bind to path {}: Address already in use (another agent serves it)",
+            socket_path.display()
+        );
     }
     let store = open_store(options)?;
     let control_path = crate::control::control_socket_for(socket_path);

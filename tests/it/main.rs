@@ -9,6 +9,7 @@ mod sshd;
 mod util;
 mod wire;
 
+mod agent_cmdline;
 mod agent_constraints;
 mod agent_extensions;
 mod agent_hardening;
