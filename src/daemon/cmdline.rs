@@ -140,7 +140,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             return ExitCode::from(u8::from(e.use_stderr()));
         }
     };
-    match run(parsed, native_long_option(&args)) {
+    match run(&parsed, native_long_option(&args)) {
         Ok(code) => code,
         Err(Failure::Usage(message)) => {
             eprintln!("{message}");
@@ -191,7 +191,7 @@ fn native_long_option(args: &[OsString]) -> bool {
     })
 }
 
-fn run(args: Args, native: bool) -> Result<ExitCode, Failure> {
+fn run(args: &Args, native: bool) -> Result<ExitCode, Failure> {
     let csh = args.csh || (!args.sh && args.command.is_empty() && Shell::from_env() == Shell::C);
     let shell = if csh { Shell::C } else { Shell::Bourne };
     if args.kill {
@@ -211,7 +211,7 @@ fn run(args: Args, native: bool) -> Result<ExitCode, Failure> {
     } else {
         Mode::Detach
     };
-    let mut options = options(&args)?;
+    let mut options = options(args)?;
     if matches!(mode, Mode::Detach | Mode::Command(_)) {
         // The detached agent shares the caller's stderr only until it serves: warnings (a
         // store that belongs to another agent) belong there, its chatter does not.

@@ -125,16 +125,14 @@ pub fn run(mode: Mode, options: &Options, shell: Shell) -> anyhow::Result<ExitCo
                 return Ok(ExitCode::FAILURE);
             }
             let pid = child.as_raw();
-            match mode {
-                Mode::Command(command) => Err(exec(&command, &options.socket, pid)),
-                _ => {
-                    print!(
-                        "{}",
-                        crate::launch::export_lines(&options.socket, pid, shell)
-                    );
-                    Ok(ExitCode::SUCCESS)
-                }
+            if let Mode::Command(command) = mode {
+                return Err(exec(&command, &options.socket, pid));
             }
+            print!(
+                "{}",
+                crate::launch::export_lines(&options.socket, pid, shell)
+            );
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

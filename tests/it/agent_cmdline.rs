@@ -13,7 +13,7 @@ use crate::util::{
     poll_until, require_tool, run, write_script,
 };
 
-/// A detached agent this test started: SIGKILLed on drop if a test failed before stopping it.
+/// A detached agent this test started: killed (SIGKILL) on drop if a test failed before stopping it.
 struct Detached(u32);
 
 impl Drop for Detached {
@@ -416,7 +416,7 @@ fn bad_flags_exit_as_ssh_agent() {
     assert_gone(agent.0, &sock);
 }
 
-/// `-d`: foreground, the SSH_AUTH_SOCK line on stdout, debug log on stderr; SIGTERM stops it.
+/// `-d`: foreground, the `SSH_AUTH_SOCK` line on stdout, debug log on stderr; SIGTERM stops it.
 #[test]
 fn d_prints_the_socket_line_and_logs_debug() {
     let dir = tempfile::tempdir().expect("temp dir");
