@@ -70,6 +70,25 @@ pub fn foreground_lines(socket: &Path, pid: u32, shell: Shell) -> String {
 /// Runs `mode` (not [`Mode::Native`]).
 pub fn run(mode: Mode, options: &Options, shell: Shell) -> anyhow::Result<ExitCode> {
     let mut options = options.clone();
+    // The detached agent works from `/`: relative paths must keep meaning what they meant here.
+    let absolute = |p: &mut PathBuf| {
+        if let Ok(abs) = std::path::absolute(&*p) {
+            *p = abs;
+        }
+    };
+    if !options.socket.as_os_str().is_empty() {
+        absolute(&mut options.socket);
+    }
+    for path in [
+        &mut options.store,
+        &mut options.passphrase_file,
+        &mut options.askpass,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        absolute(path);
+    }
     let private_dir = if options.socket.as_os_str().is_empty() {
         let dir = private_dir()?;
         options.socket = dir.join(format!("agent.{}", std::process::id()));

@@ -544,3 +544,47 @@ fn man_page_documents_ssh_agent_compatibility() {
         assert!(page.contains(needle), "keyward-agent.1 lacks {needle:?}");
     }
 }
+
+/// Started with ssh-agent's flags, the agent still serves its store: a key generated through
+/// the CLI is listed by ssh-add at once. A relative -a means the caller's directory, although
+/// the detached agent works from `/`.
+#[test]
+fn ssh_agent_flags_still_serve_the_store() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let home = dir.path();
+    let out =
+        run(clean_command(agent_bin(), home)
+            .current_dir(home)
+            .args(["-s", "-a", "agent.sock"]));
+    out.assert_success("keyward-agent -s -a agent.sock");
+    let agent = agent_pid(&out);
+    let sock = home.join("agent.sock");
+    // Absolute, unlike ssh-agent: a relative SSH_AUTH_SOCK would break at the shell's next cd.
+    assert_eq!(
+        exported(&out, "SSH_AUTH_SOCK").as_deref(),
+        sock.to_str(),
+        "{out:#?}"
+    );
+    assert!(sock.exists(), "bound in the caller's directory");
+    run(clean_command(cli_bin(), home)
+        .args([
+            "key",
+            "generate",
+            "-t",
+            "ed25519",
+            "-n",
+            "stored",
+            "-C",
+            "stored@store",
+            "--socket",
+        ])
+        .arg(&sock))
+    .assert_success("keyward key generate through the agent");
+    let listed = ssh_add(home, sock.to_str().unwrap(), &["-l"]);
+    assert!(listed.stdout.contains("stored@store"), "{listed:#?}");
+    kill_agent(home, agent.0).assert_success("-k");
+    assert_gone(agent.0, &sock);
+    assert!(
+        !home.join("agent.sock.control").exists() && !Path::new("/agent.sock.control").exists()
+    );
+}
