@@ -35,7 +35,9 @@ pub enum Mode {
 /// Whether systemd or launchd started us (they want a process that stays in the foreground).
 pub fn service_managed() -> bool {
     let set = |name| std::env::var_os(name).is_some_and(|v| !v.is_empty());
-    let launchd = std::env::var_os("XPC_SERVICE_NAME").is_some_and(|v| !v.is_empty() && v != "0");
+    // launchd names the job in XPC_SERVICE_NAME; terminals set it too, to other names.
+    let launchd =
+        std::env::var_os("XPC_SERVICE_NAME").is_some_and(|v| v == crate::install::LAUNCHD_LABEL);
     set("LISTEN_FDS") || set("NOTIFY_SOCKET") || (cfg!(target_os = "macos") && launchd)
 }
 

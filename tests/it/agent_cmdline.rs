@@ -588,3 +588,34 @@ fn ssh_agent_flags_still_serve_the_store() {
         !home.join("agent.sock.control").exists() && !Path::new("/agent.sock.control").exists()
     );
 }
+
+/// With no flag, a csh `$SHELL` gets csh lines, as from ssh-agent.
+#[test]
+fn no_flag_with_a_csh_shell_prints_csh_lines() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let home = dir.path();
+    let sock = home.join("agent.sock");
+    // Only ssh-agent's flags: keyward's own long options would keep it in the foreground.
+    let out = run(clean_command(agent_bin(), home)
+        .args(["-a"])
+        .arg(&sock)
+        .env("SHELL", "/bin/tcsh"));
+    out.assert_success("keyward-agent with SHELL=tcsh");
+    assert!(
+        out.stdout.starts_with(&format!(
+            "setenv SSH_AUTH_SOCK {};\nsetenv SSH_AGENT_PID ",
+            sock.display()
+        )),
+        "{out:#?}"
+    );
+    let pid: u32 = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("setenv SSH_AGENT_PID "))
+        .and_then(|p| p.strip_suffix(';'))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("pid line: {out:#?}"));
+    let _guard = Detached(pid);
+    kill_agent(home, pid).assert_success("-k");
+    assert_gone(pid, &sock);
+}
