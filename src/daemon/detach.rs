@@ -105,8 +105,11 @@ pub fn run(mode: Mode, options: &Options, shell: Shell) -> anyhow::Result<ExitCo
             listener: None,
             private_dir,
             on_ready: Box::new(move |socket: &Path| {
-                print!("{}", foreground_lines(socket, std::process::id(), shell));
-                let _ = std::io::stdout().flush();
+                // A reader that went away must not take the agent with it (print! panics).
+                let mut out = std::io::stdout();
+                let _ =
+                    out.write_all(foreground_lines(socket, std::process::id(), shell).as_bytes());
+                let _ = out.flush();
             }),
             parent: None,
         };
