@@ -3,6 +3,16 @@
 //!
 //! [`run`] takes the listener and a shutdown future, so tests and socket activation hand it
 //! whatever socket they have, and nothing here sleeps to wait for readiness.
+//!
+//! [`main`] is the whole `keyward-agent` program (also run as `keyward agent`): its command line
+//! ([`cmdline`]), ssh-agent's detaching and command modes ([`detach`]) and the process that
+//! serves ([`serve`]).
+
+pub mod cmdline;
+pub mod detach;
+pub mod serve;
+
+pub use cmdline::main;
 
 use std::future::Future;
 use std::io;

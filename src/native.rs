@@ -53,7 +53,7 @@ pub enum NativeCommand {
         /// The shell.
         shell: clap_complete::Shell,
     },
-    /// Write man pages (keyward.1, keyward-key.1, ...) into a directory.
+    /// Write man pages (keyward.1, keyward-key.1, ..., keyward-agent.1) into a directory.
     Man {
         /// The directory (created if missing).
         #[arg(long, value_name = "DIR", default_value = ".")]
@@ -154,7 +154,9 @@ pub fn run(
                 .map_err(|e| NativeError::Io("stdout".into(), e))?;
         }
         NativeCommand::Man { out } => {
-            for path in write_man_pages(root, &out)? {
+            let mut written = write_man_pages(root, &out)?;
+            written.extend(write_man_pages(crate::daemon::cmdline::command(), &out)?);
+            for path in written {
                 println!("{}", path.display());
             }
         }

@@ -78,48 +78,8 @@ impl ProviderPolicy {
     /// Whether `path` (already canonical) matches the allow-list: the first negated pattern
     /// that matches refuses, otherwise any positive match allows.
     pub fn allows(&self, path: &str) -> bool {
-        let mut allowed = false;
-        for pattern in self.allowed.split(',') {
-            let (negated, pattern) = match pattern.strip_prefix('!') {
-                Some(rest) => (true, rest),
-                None => (false, pattern),
-            };
-            if glob_match(pattern.as_bytes(), path.as_bytes()) {
-                if negated {
-                    return false;
-                }
-                allowed = true;
-            }
-        }
-        allowed
+        crate::agent::pkcs11::allowed(path, &self.allowed)
     }
-}
-
-/// OpenSSH's `match_pattern`: `*` matches any run of characters (`/` included), `?` one.
-fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        match pattern.get(p) {
-            Some(b'*') => {
-                star = Some((p, t));
-                p += 1;
-            }
-            Some(&c) if c == b'?' || c == text[t] => {
-                p += 1;
-                t += 1;
-            }
-            _ => match star {
-                Some((sp, st)) => {
-                    p = sp + 1;
-                    t = st + 1;
-                    star = Some((sp, st + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
 }
 
 /// Everything ssh-agent's `-E`, `-P` and `-O` flags set.
@@ -166,9 +126,9 @@ mod tests {
         };
         assert!(negated.allows("/usr/lib/good.so"));
         assert!(!negated.allows("/usr/lib/bad.so"));
-        assert!(glob_match(b"a?c", b"abc"));
-        assert!(!glob_match(b"a?c", b"ac"));
-        assert!(glob_match(b"*", b""));
+        assert!(crate::policy::dest::match_pattern("abc", "a?c"));
+        assert!(!crate::policy::dest::match_pattern("ac", "a?c"));
+        assert!(crate::policy::dest::match_pattern("", "*"));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::keys::signer::{RSA_SHA2_256, RSA_SHA2_512};
 use crate::policy::dest::match_pattern;
 
 /// OpenSSH's default allow-list of provider paths.
-pub const DEFAULT_ALLOWLIST: &str = "/usr/lib*/*,/usr/local/lib*/*";
+pub const DEFAULT_ALLOWLIST: &str = crate::agent::compat::DEFAULT_ALLOWED_PROVIDERS;
 
 /// Where distributions install OpenSSH's helper (Debian and Ubuntu first, then Fedora and
 /// RHEL, Arch, macOS with Homebrew's OpenSSH).

@@ -411,7 +411,10 @@ impl Session {
             let prompt = format!(
                 "Allow use of key {}?\nKey fingerprint {}.\nRequested by {}{}.{}",
                 entry.comment,
-                entry.fingerprint,
+                self.config
+                    .compat
+                    .fingerprint_hash
+                    .fingerprint(&entry.key_blob),
                 request.lineage(),
                 request
                     .host
@@ -572,7 +575,7 @@ impl Session {
         if let Some(p) = entry.policy.as_mut() {
             p.restrict = destinations;
         }
-        tracing::info!(fingerprint = %entry.fingerprint, certificate, pid = ?self.peer.pid, "key added");
+        tracing::info!(fingerprint = %self.config.compat.fingerprint_hash.fingerprint(&entry.key_blob), certificate, pid = ?self.peer.pid, "key added");
         Reply::status(self.keyring.add(entry).is_ok())
     }
 

@@ -10,6 +10,7 @@ mod util;
 mod wire;
 
 mod agent_certs;
+mod agent_cmdline;
 mod agent_constraints;
 mod agent_extensions;
 mod agent_hardening;

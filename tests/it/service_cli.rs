@@ -63,9 +63,11 @@ fn agent_and_cli_take_the_socket_from_the_default_config_and_flags_override_it()
         ),
     )
     .expect("write config");
-    // No --config: $HOME/.config/keyward/keyward.toml is read.
+    // No --config: $HOME/.config/keyward/keyward.toml is read. -D: in the foreground (with no
+    // flag at all it would detach, as ssh-agent does).
     let log = fs::File::create(dir.path().join("agent.log")).expect("log");
     let child = clean_command(agent_bin(), dir.path())
+        .arg("-D")
         .stderr(log)
         .spawn()
         .expect("spawn keyward-agent");

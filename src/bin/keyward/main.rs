@@ -140,6 +140,12 @@ pub(crate) struct Json {
 }
 
 fn main() -> ExitCode {
+    // `keyward agent ARGS...` is keyward-agent itself (one binary can be both), with the
+    // arguments untouched by the CLI's parser. Hidden: `keyward start` uses it.
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|a| a == "agent") {
+        return keyward::daemon::main(std::iter::once("keyward-agent".into()).chain(args));
+    }
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
