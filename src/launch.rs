@@ -25,7 +25,8 @@ pub enum LaunchError {
     Spawn(String, #[source] io::Error),
     /// The daemon exited before answering.
     #[error(
-        "the agent ({command}) exited with {status} before answering on {socket}; no agent is          running. Its log {log} ends with:\n{tail}"
+        "the agent ({command}) exited with {status} before answering on {socket}; no agent is \
+         running. Its log {log} ends with:\n{tail}"
     )]
     Exited {
         /// The command that was run.
@@ -41,7 +42,8 @@ pub enum LaunchError {
     },
     /// The daemon did not answer in time (it has been stopped).
     #[error(
-        "the agent ({command}) did not answer on {socket} within {WAIT:?} and was stopped; no          agent is running. Its log {log} ends with:\n{tail}"
+        "the agent ({command}) did not answer on {socket} within {WAIT:?} and was stopped; no \
+         agent is running. Its log {log} ends with:\n{tail}"
     )]
     NoAnswer {
         /// The command that was run.
