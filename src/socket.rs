@@ -44,7 +44,7 @@ pub enum SocketError {
     #[error("socket directory {0} exists and is not a directory")]
     NotADirectory(PathBuf),
     /// The socket directory lets other users in.
-    #[error("socket directory {path} has mode {mode:04o}; it must be {wanted}: chmod 700 {path}")]
+    #[error("socket directory {path} has mode {mode:04o}; it must be {wanted}: {fix}")]
     OpenDirectory {
         /// The directory.
         path: PathBuf,
@@ -52,6 +52,8 @@ pub enum SocketError {
         mode: u32,
         /// What is required.
         wanted: &'static str,
+        /// What to do about it.
+        fix: String,
     },
     /// A socket file of another user sits where ours should be.
     #[error(
@@ -197,10 +199,19 @@ pub fn check_dir(dir: &Path, strict: bool) -> Result<(), SocketError> {
         (mode & 0o7022 == 0, "writable by you only")
     };
     if !ok {
+        // Never advise tightening a shared directory such as /tmp: that would break it for others.
+        let fix = if mode & 0o1002 != 0 {
+            "it is a shared directory; put the socket in a directory of your own (mode 0700), \
+             e.g. keyward's default"
+                .to_owned()
+        } else {
+            format!("chmod 700 {}", dir.display())
+        };
         return Err(SocketError::OpenDirectory {
             path: dir.to_owned(),
             mode,
             wanted,
+            fix,
         });
     }
     Ok(())
@@ -352,10 +363,13 @@ mod tests {
         let shared = tmp.path().join("shared");
         std::fs::create_dir(&shared).unwrap();
         std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
-        assert!(matches!(
-            bind(&shared.join("agent.sock")),
-            Err(SocketError::OpenDirectory { mode: 0o1777, .. })
-        ));
+        let err = bind(&shared.join("agent.sock")).unwrap_err();
+        assert!(
+            matches!(err, SocketError::OpenDirectory { mode: 0o1777, .. })
+                && err.to_string().contains("shared directory")
+                && !err.to_string().contains("chmod"),
+            "{err}"
+        );
         let link = tmp.path().join("link");
         std::os::unix::fs::symlink(&shared, &link).unwrap();
         assert!(matches!(
@@ -366,10 +380,12 @@ mod tests {
         std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert!(bind(&shared.join("agent.sock")).is_ok());
         // ...but keyward's own directories must be exactly 0700.
-        assert!(matches!(
-            check_dir(&shared, true),
-            Err(SocketError::OpenDirectory { .. })
-        ));
+        let err = check_dir(&shared, true).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(&format!("chmod 700 {}", shared.display())),
+            "{err}"
+        );
     }
 
     #[test]
