@@ -4,19 +4,23 @@
 //! refuse it before sending anything, and say what to fix.
 
 use std::fs;
-use std::io::{BufRead as _, BufReader};
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
 
 use crate::util::{
     HANG_GUARD, Output, agent_bin, clean_command, cli_bin, mode_of, poll_until, require_tool, run,
 };
 
 const NOBODY: u32 = 65534;
+
+/// What the test itself sends last to an impostor, and its hex form as the impostor prints it.
+const MARKER: &[u8] = b"END";
+const MARKER_HEX: &str = "454e44";
 
 /// The listener another user runs: accepts connections one after the other and prints, per
 /// connection, how many bytes it read and what they were.
@@ -48,7 +52,8 @@ while True:
 struct Impostor {
     child: Child,
     lines: mpsc::Receiver<String>,
-    seen: Vec<usize>,
+    /// Where it can be reached now.
+    path: PathBuf,
 }
 
 impl Impostor {
@@ -89,37 +94,39 @@ impl Impostor {
         Impostor {
             child,
             lines,
-            seen: Vec::new(),
+            path: path.to_owned(),
         }
     }
 
-    /// Waits until at least `n` connections were recorded; returns the byte count of each.
-    fn connections(&mut self, n: usize) -> &[usize] {
-        poll_until(HANG_GUARD, || {
-            while let Ok(line) = self.lines.try_recv() {
-                let count = line
-                    .split(' ')
-                    .nth(1)
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or_else(|| panic!("impostor line {line:?}"));
-                self.seen.push(count);
-            }
-            self.seen.len() >= n
-        });
-        &self.seen
-    }
-
     /// Asserts the impostor was reached (at least once) and never received a byte.
+    ///
+    /// It serves connections in the order they arrive, so a last connection of our own that
+    /// sends a marker is recorded after every connection the clients made before it.
     #[track_caller]
     fn assert_reached_but_got_nothing(&mut self, what: &str) {
-        let seen = self.connections(1).to_vec();
+        let mut marker = UnixStream::connect(&self.path).expect("connect to the impostor");
+        marker.write_all(MARKER).expect("send the marker");
+        drop(marker);
+        let mut seen = Vec::new();
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(HANG_GUARD)
+                .unwrap_or_else(|e| panic!("{what}: the impostor stopped recording: {e}"));
+            let mut fields = line.split(' ').skip(1);
+            let count: usize = fields
+                .next()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or_else(|| panic!("impostor line {line:?}"));
+            if fields.next() == Some(MARKER_HEX) {
+                break;
+            }
+            seen.push(count);
+        }
         assert!(
             !seen.is_empty(),
             "{what}: no client reached the impostor, so the test shows nothing"
         );
-        // Give any late connection the time to be recorded before the final check.
-        thread::sleep(Duration::from_millis(200));
-        let seen = self.connections(0).to_vec();
         assert!(
             seen.iter().all(|&n| n == 0),
             "{what}: the impostor received bytes: {seen:?}"
@@ -235,8 +242,10 @@ fn impostor_sockets_in_our_own_runtime_dir_get_nothing() {
     nobody_dir(&stage, 0o755);
     let mut impostors = Vec::new();
     for name in ["agent.sock", "control.sock"] {
-        impostors.push(Impostor::serve(&stage.join(name)));
+        let mut impostor = Impostor::serve(&stage.join(name));
         fs::rename(stage.join(name), dir.join(name)).expect("move the impostor socket");
+        impostor.path = dir.join(name);
+        impostors.push(impostor);
     }
 
     every_client_refuses(tmp.path(), &xdg, &format!("rm {}/", dir.display()));
