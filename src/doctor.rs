@@ -6,7 +6,6 @@
 
 use std::io::{Read as _, Write as _};
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -215,6 +214,16 @@ fn control_socket(control: &Path) -> Check {
 /// The agent answers a request for its identities (what `ssh-add -l` sends).
 pub fn agent_answers(socket: &Path) -> Check {
     let fix = "start it: `systemctl --user start keyward.socket`, or eval \"$(keyward start)\"; its log is `journalctl --user -u keyward` or agent.log beside the socket";
+    if let Err(e @ crate::socket::SocketError::ForeignServer { .. }) =
+        crate::socket::connect(socket)
+    {
+        return check(
+            "agent",
+            Outcome::Fail,
+            e.to_string(),
+            Some("never point SSH_AUTH_SOCK at a socket another user serves"),
+        );
+    }
     match list_identities(socket) {
         Ok(n) => check(
             "agent",
@@ -233,7 +242,10 @@ pub fn agent_answers(socket: &Path) -> Check {
 
 /// Sends `SSH_AGENTC_REQUEST_IDENTITIES` and returns how many keys the agent lists.
 pub fn list_identities(socket: &Path) -> std::io::Result<u32> {
-    let mut stream = UnixStream::connect(socket)?;
+    // Checked to be served by our uid before the request is sent.
+    let mut stream = crate::socket::connect(socket)
+        .map_err(std::io::Error::other)?
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     stream.write_all(&[0, 0, 0, 1, 11])?;
     let mut header = [0u8; 9];

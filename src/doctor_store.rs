@@ -8,13 +8,24 @@ use crate::control::proto::{Request, Response};
 
 /// The store's state, from the running daemon.
 pub fn store(control: &Path) -> Vec<Check> {
-    let Some(mut client) = Client::connect(control) else {
-        return vec![check(
-            "store",
-            Outcome::Skip,
-            format!("no daemon answers on {}", control.display()),
-            None,
-        )];
+    let mut client = match Client::connect(control) {
+        Ok(Some(client)) => client,
+        Ok(None) => {
+            return vec![check(
+                "store",
+                Outcome::Skip,
+                format!("no daemon answers on {}", control.display()),
+                None,
+            )];
+        }
+        Err(e) => {
+            return vec![check(
+                "store",
+                Outcome::Fail,
+                e.to_string(),
+                Some("another user controls the control socket: never use it; remove it"),
+            )];
+        }
     };
     let status = match client.call(Request::Status) {
         Ok(Response::Status(status)) => status,

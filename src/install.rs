@@ -207,16 +207,15 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Install
 pub fn write(manager: Manager, dir: &Path, paths: &Paths) -> Result<Vec<PathBuf>, InstallError> {
     use std::os::unix::fs::DirBuilderExt as _;
     std::fs::create_dir_all(dir).map_err(io("create", dir))?;
-    let mut private_dirs = vec![&paths.store];
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&paths.store)
+        .map_err(io("create", &paths.store))?;
     if manager == Manager::Launchd {
-        private_dirs.push(&paths.socket_dir);
-    }
-    for private in private_dirs {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(private)
-            .map_err(io("create", private))?;
+        // launchd binds the sockets there: the directory gets the same lstat checks as ours.
+        crate::socket::prepare_dir(&paths.socket_dir)
+            .map_err(|e| io("prepare", &paths.socket_dir)(std::io::Error::other(e)))?;
     }
     let mut written = Vec::new();
     for (name, text) in render(manager, paths).0 {

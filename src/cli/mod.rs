@@ -64,7 +64,7 @@ pub enum Backend {
 impl Backend {
     /// Connects to the daemon, or opens the store when none answers.
     pub fn open(at: &Locations) -> anyhow::Result<Self> {
-        if let Some(client) = Client::connect(&at.control_socket()) {
+        if let Some(client) = Client::connect(&at.control_socket())? {
             return Ok(Self::Daemon {
                 client,
                 passphrase_file: at.store_passphrase_file.clone(),
@@ -211,7 +211,7 @@ pub fn init(
     no_passphrase: bool,
     passphrase_file: Option<&Path>,
 ) -> anyhow::Result<String> {
-    if Client::connect(&at.control_socket()).is_some() {
+    if Client::connect(&at.control_socket())?.is_some() {
         bail!(
             "keyward-agent is running on {} and already has a store; `keyward status` shows it",
             at.control_socket().display()

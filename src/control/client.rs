@@ -23,6 +23,9 @@ pub enum ClientError {
     /// The daemon's answer is not one we understand.
     #[error("keyward-agent sent an unreadable answer (is it another version?)")]
     Decode(#[source] serde_json::Error),
+    /// The control socket cannot be reached safely (e.g. another user serves it).
+    #[error(transparent)]
+    Socket(#[from] crate::socket::SocketError),
     /// Another protocol version.
     #[error(
         "keyward-agent speaks control protocol {0}, this keyward speaks {VERSION}: restart the agent"
@@ -37,17 +40,23 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects if a daemon answers on `path`.
-    pub fn connect(path: &Path) -> Option<Self> {
-        let stream = UnixStream::connect(path).ok()?;
+    /// Connects if a daemon answers on `path`: `Ok(None)` when none does, an error when the
+    /// process answering runs as another user (checked before a byte is sent).
+    pub fn connect(path: &Path) -> Result<Option<Self>, ClientError> {
+        let Some(stream) = crate::socket::connect(path)? else {
+            return Ok(None);
+        };
         // Key generation can take seconds; nothing should take minutes.
         stream
             .set_read_timeout(Some(Duration::from_secs(300)))
-            .ok()?;
-        Some(Self {
+            .map_err(|source| ClientError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(Some(Self {
             stream,
             path: path.to_owned(),
-        })
+        }))
     }
 
     /// Sends `request` and waits for the response.

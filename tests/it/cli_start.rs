@@ -5,11 +5,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::util::{
-    HANG_GUARD, Output, agent_bin, clean_command, cli_bin, pid_alive, poll_until, require_tool, run,
+    HANG_GUARD, Output, agent_bin, clean_command, cli_bin, mode_of, pid_alive, poll_until,
+    require_tool, run,
 };
 
 /// A detached agent found through its printed pid; killed on drop if a test left it running.
-struct Detached {
+pub(crate) struct Detached {
     pid: u32,
 }
 
@@ -59,6 +60,11 @@ fn exported_pid(out: &Output, csh: bool) -> Detached {
         "SSH_AGENT_PID {pid} must be the keyward-agent process"
     );
     detached
+}
+
+/// The agent started by a `keyward start` whose sh output is `out`, killed on drop.
+pub(crate) fn exported_pid_guard(out: &Output) -> Detached {
+    exported_pid(out, false)
 }
 
 fn keyward(home: &Path, args: &[&str]) -> Output {
@@ -115,9 +121,39 @@ fn start_reuses_env_prints_and_stop_stops() {
     env_csh.assert_success("keyward env -c");
     assert_eq!(exported(&env_csh, "SSH_AUTH_SOCK", true), sock);
 
+    // Another user must not read what the agent logs.
+    assert_eq!(
+        mode_of(&home.join("run").join("agent.log")),
+        0o600,
+        "agent.log mode"
+    );
+
     keyward(home, &["stop", "--socket", sock]).assert_success("keyward stop");
     assert_stopped(agent.pid, &socket);
     keyward(home, &["stop", "--socket", sock]).assert_failure("keyward stop with no agent");
+}
+
+/// An agent that dies at start (here: an argument it refuses) leaves no agent running, so
+/// `keyward start` exits non-zero, prints nothing for `eval`, and shows the agent's own error.
+#[test]
+fn start_fails_clearly_when_the_agent_dies_at_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let home = dir.path();
+    let socket = home.join("run").join("agent.sock");
+    let sock = socket.to_str().expect("utf-8");
+    let out = keyward(home, &["start", "--socket", sock, "--", "--no-such-flag"]);
+    out.assert_failure("keyward start with an agent that cannot start");
+    assert!(out.stdout.is_empty(), "nothing to eval: {out:#?}");
+    assert!(
+        out.stderr.contains("no agent is running") && out.stderr.contains("--no-such-flag"),
+        "the error says no agent runs and quotes the agent's complaint: {out:#?}"
+    );
+    assert!(!agent_answers(home, sock), "no agent answers");
+    assert_eq!(
+        mode_of(&home.join("run").join("agent.log")),
+        0o600,
+        "agent.log mode"
+    );
 }
 
 #[test]

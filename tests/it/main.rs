@@ -60,6 +60,7 @@ mod prop_session;
 mod service_activation;
 mod service_cli;
 mod service_units;
+mod socket_trust;
 mod store_at_rest;
 mod store_crash;
 mod store_persist;

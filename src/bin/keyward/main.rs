@@ -251,7 +251,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(store) = &at.store {
                 args.extend(["--store".to_owned(), store.display().to_string()]);
             }
-            let (pid, started) = launch::start(&launch::agent_binary(), &at.agent_socket, &args)?;
+            let agent = launch::agent_command()?;
+            let (pid, started) = launch::start_command(&agent, &at.agent_socket, &args)?;
             if !started {
                 eprintln!("keyward: reusing the agent already running (pid {pid})");
             }
@@ -265,7 +266,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("keyward: stopped the agent (pid {pid})");
         }
         Command::Env { csh } => {
-            let pid = launch::running_agent(&at.agent_socket)
+            let pid = launch::probe(&at.agent_socket)?
                 .ok_or_else(|| launch::LaunchError::NotRunning(at.agent_socket.clone()))?;
             print!(
                 "{}",
