@@ -3,8 +3,8 @@
 //! The agent holds what `ssh-add` sends for such a key: its public key, application, flags and
 //! key handle (the private key stays on the authenticator). Each signature is made by the provider
 //! library named when the key was added (the `sk-provider@openssh.com` constraint), implementing
-//! OpenSSH's `sk-api.h`. A provider is never loaded into the agent: `keyward-sk-helper`, a
-//! separate short-lived process, loads it, makes one signature and exits, as OpenSSH's
+//! OpenSSH's `sk-api.h`. A provider is never loaded into the agent: the helper (the agent's own
+//! binary started again with [`HELPER_ARG`]), a separate short-lived process, loads it, makes one signature and exits, as OpenSSH's
 //! `ssh-sk-helper` does. The two speak a tiny protocol over the helper's stdin and stdout: one
 //! request ([`Request`]), one reply.
 //!
@@ -25,8 +25,8 @@ use crate::keys::KeyError;
 
 /// The name of the provider constraint extension.
 pub const PROVIDER_EXTENSION: &str = "sk-provider@openssh.com";
-/// The helper program's file name (looked for beside the running binary).
-pub const HELPER: &str = "keyward-sk-helper";
+/// What error messages call the helper.
+pub const HELPER: &str = "the security-key helper";
 /// Overrides where the helper program is (tests, unusual installs).
 pub const HELPER_ENV: &str = "KEYWARD_SK_HELPER";
 /// The sk-api major version this helper speaks (OpenSSH 9.x's `SSH_SK_VERSION_MAJOR`).
@@ -180,7 +180,7 @@ impl SkSigner {
         put_string(&mut body, b"");
         let mut request = Vec::with_capacity(4 + body.len());
         put_string(&mut request, &body);
-        let reply = spawn_and_converse(&path, &request)?;
+        let reply = spawn_and_converse(&path, &[], &request)?;
         let malformed = || KeyError::Signing("malformed reply from ssh-sk-helper".into());
         let mut r = reply.as_slice();
         let frame = take_string(&mut r).ok_or_else(malformed)?;
@@ -218,28 +218,41 @@ fn openssh_error(code: u32) -> String {
     }
 }
 
-/// Where the helper program is: `$KEYWARD_SK_HELPER`, else beside the running binary.
-pub fn helper_path() -> Result<PathBuf, KeyError> {
+/// The argument that makes `keyward-agent` (or `keyward agent`) act as the helper instead of an
+/// agent. It starts with `--`, so ssh-agent's command line can never read it as a command.
+pub const HELPER_ARG: &str = "--keyward-sk-helper";
+
+/// How the helper is run: `$KEYWARD_SK_HELPER` when set, else the running binary itself with
+/// [`HELPER_ARG`] (`keyward agent --keyward-sk-helper` when the binary is the CLI), so an agent
+/// installed as one file signs with security keys too.
+pub fn helper_command() -> Result<(PathBuf, Vec<&'static str>), KeyError> {
     if let Some(path) = std::env::var_os(HELPER_ENV) {
-        return Ok(PathBuf::from(path));
+        return Ok((PathBuf::from(path), Vec::new()));
     }
     let exe = std::env::current_exe()
         .map_err(|e| KeyError::Signing(format!("cannot locate {HELPER}: {e}")))?;
-    Ok(exe.with_file_name(HELPER))
+    let args = if exe.file_name().is_some_and(|name| name == "keyward") {
+        vec!["agent", HELPER_ARG]
+    } else {
+        vec![HELPER_ARG]
+    };
+    Ok((exe, args))
 }
 
 /// Runs one request through a fresh helper process and returns its reply.
 fn run_helper(request: &[u8]) -> Result<Vec<u8>, KeyError> {
-    spawn_and_converse(&helper_path()?, request)
+    let (program, args) = helper_command()?;
+    spawn_and_converse(&program, &args, request)
 }
 
 /// Starts the helper at `path`, writes `request` to its stdin, and reads its stdout to the end.
-fn spawn_and_converse(path: &Path, request: &[u8]) -> Result<Vec<u8>, KeyError> {
+fn spawn_and_converse(path: &Path, args: &[&str], request: &[u8]) -> Result<Vec<u8>, KeyError> {
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         KeyError::Signing(format!("{what} {}: {e}", path.display()))
     };
     // No environment is passed on: the provider sees nothing of the agent's.
     let mut child = Command::new(path)
+        .args(args)
         .env_clear()
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -366,7 +379,7 @@ fn error_reply(message: &str) -> Vec<u8> {
     out
 }
 
-/// `keyward-sk-helper`: reads one request on stdin, signs through the provider it names, writes
+/// The helper (`keyward-agent --keyward-sk-helper`): reads one request on stdin, signs through the provider it names, writes
 /// the reply on stdout. Exit status 0 when a reply (success or error) was written.
 pub fn helper_main() -> std::process::ExitCode {
     let mut request = Vec::new();
