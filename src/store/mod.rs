@@ -8,7 +8,10 @@
 //! Guarantees of [`SledStore`]:
 //! - private keys are encrypted with XChaCha20-Poly1305 under a random master key, with the key id
 //!   and public key as associated data; the master key is wrapped under Argon2id of the passphrase,
-//!   or stored in plain (and reported so) when the store has none;
+//!   or stored in plain (and reported so) when the store has none, in its own file
+//!   (`master.key`, replaced atomically), never in sled, whose log keeps old values;
+//! - a passphrase change makes a new master key and a new database (`db-<generation>/`), so no
+//!   file of the store holds the old master key or anything it decrypts;
 //! - every method that writes has flushed to disk before it returns, and records that belong
 //!   together (key and name, certificate and expiry entry) change in one transaction;
 //! - records are versioned and checksummed; older schemas are migrated on open;
@@ -18,9 +21,11 @@
 mod crypto;
 mod error;
 mod journal;
+mod keyfile;
 mod migrate;
 mod perms;
 mod records;
+mod rekey;
 mod sled_certs;
 mod sled_keys;
 mod sled_log;
@@ -59,8 +64,10 @@ pub trait Vault {
     /// Drops the master key from memory.
     fn seal(&self);
     /// Replaces the passphrase (`None`: remove it and store the master key in plain). `old` must
-    /// be the current passphrase (ignored if there is none). The master key, and therefore every
-    /// encrypted record, stays the same; the sealed state is unchanged.
+    /// be the current passphrase (ignored if there is none). A new master key is made and every
+    /// private key re-encrypted under it, in one crash-safe step, so that neither an older copy of
+    /// the store nor the old passphrase opens anything the store holds afterwards; the sealed
+    /// state is unchanged.
     fn change_passphrase(&self, old: &[u8], new: Option<&[u8]>, kdf: KdfParams) -> Result<()>;
     /// The agent locked: encrypts the master key in memory under `lock_key` and forgets it, so
     /// nothing in memory decrypts a private key without the lock password. Until

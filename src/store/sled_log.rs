@@ -13,19 +13,21 @@ use super::{AuditLog, PolicyStore};
 
 impl PolicyStore for SledStore {
     fn put_policy(&self, key: KeyId, policy: &serde_json::Value) -> Result<()> {
+        let d = self.d();
         let bytes = encode(POLICY_V, policy);
-        tx((&self.t.keys, &self.t.policies).transaction(|(k, p)| {
+        tx((&d.t.keys, &d.t.policies).transaction(|(k, p)| {
             if k.get(key.as_bytes())?.is_none() {
                 return abort(StoreError::KeyIdNotFound(key));
             }
             p.insert(key.as_bytes(), bytes.as_slice())?;
             Ok(())
         }))?;
-        self.flush()
+        d.flush()
     }
 
     fn get_policy(&self, key: KeyId) -> Result<Option<serde_json::Value>> {
-        self.t
+        self.d()
+            .t
             .policies
             .get(key.as_bytes())?
             .map(|v| decode(|| what("policies", key.as_bytes()), POLICY_V, &v))
@@ -33,8 +35,9 @@ impl PolicyStore for SledStore {
     }
 
     fn delete_policy(&self, key: KeyId) -> Result<bool> {
-        let existed = self.t.policies.remove(key.as_bytes())?.is_some();
-        self.flush()?;
+        let d = self.d();
+        let existed = d.t.policies.remove(key.as_bytes())?.is_some();
+        d.flush()?;
         Ok(existed)
     }
 }

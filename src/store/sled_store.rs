@@ -12,13 +12,15 @@ use sled::transaction::{TransactionError, TransactionResult};
 use super::crypto::{KdfParams, Kek, MasterKey, Sealed, random_salt};
 use super::error::{Result, StoreError};
 use super::journal::Journal;
+use super::keyfile::{KeyFile, StoreLock, db_dir_name};
 use super::records::Vault;
 use super::types::StoreStatus;
-use super::{Vault as VaultTrait, migrate, perms};
+use super::{Vault as VaultTrait, migrate, perms, rekey};
 
 /// `meta` key holding the schema version (`u32`, big-endian).
 pub(crate) const META_SCHEMA: &[u8] = b"schema_version";
-/// `meta` key holding the vault record.
+/// `meta` key that held the vault record before the key file (`master.key`) existed: read once,
+/// by the migration to the key file, and never copied into a new database.
 pub(crate) const META_VAULT: &[u8] = b"vault";
 
 /// Tuning of the sled database.
@@ -65,6 +67,20 @@ pub(crate) struct Trees {
 }
 
 impl Trees {
+    /// Every tree with its name (for copying a database).
+    pub(crate) fn all(&self) -> [(&'static str, &sled::Tree); 8] {
+        [
+            ("keys", &self.keys),
+            ("key_names", &self.key_names),
+            ("certs", &self.certs),
+            ("expiry", &self.expiry),
+            ("policies", &self.policies),
+            ("renewals", &self.renewals),
+            ("audit", &self.audit),
+            ("meta", &self.meta),
+        ]
+    }
+
     pub(crate) fn open(db: &sled::Db) -> Result<Self> {
         Ok(Self {
             keys: db.open_tree("keys")?,
@@ -103,14 +119,32 @@ impl State {
     }
 }
 
+/// The open sled database of the current generation (`<store>/db-<generation>/`).
+pub(crate) struct Db {
+    pub(crate) db: sled::Db,
+    pub(crate) t: Trees,
+    pub(crate) generation: u64,
+}
+
+impl Db {
+    /// Flushes sled's log to disk; every write method calls it before returning.
+    pub(crate) fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
 /// The sled-backed store. Share it with `Arc`; every method takes `&self`.
 ///
 /// Opened sealed when a passphrase is set ([`unseal`](VaultTrait::unseal) loads the master key);
 /// a store without a passphrase is unsealed on open. Every write is flushed before it returns.
 pub struct SledStore {
     pub(crate) path: PathBuf,
-    pub(crate) db: sled::Db,
-    pub(crate) t: Trees,
+    /// Replaced whole by a re-key ([`change_passphrase`](VaultTrait::change_passphrase)); every
+    /// operation takes the read lock once.
+    db: RwLock<Db>,
+    opts: StoreOptions,
+    _lock: StoreLock,
     /// The audit records, in `<store>/audit/` (see [`Journal`] for why not in sled).
     pub(crate) journal: Journal,
     state: RwLock<State>,
@@ -133,7 +167,7 @@ pub(crate) fn tx<T>(r: TransactionResult<T, StoreError>) -> Result<T> {
     })
 }
 
-fn open_db(dir: &Path, opts: StoreOptions) -> Result<sled::Db> {
+pub(crate) fn open_db(dir: &Path, opts: StoreOptions) -> Result<sled::Db> {
     perms::prepare_dir(dir)?;
     let cfg = sled::Config::new()
         .path(dir)
@@ -222,23 +256,31 @@ impl SledStore {
         opts: StoreOptions,
     ) -> Result<Self> {
         kdf.validate()?;
-        // Only into an absent or empty directory: never over a store sled could not read.
-        if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
+        // Only into an absent or empty directory: never over a store sled could not read. What
+        // an `init` that crashed before writing the key file left is not a store yet.
+        if rekey::holds_more_than_init_leftovers(dir) {
             return Err(StoreError::AlreadyInitialised {
                 path: dir.to_path_buf(),
             });
         }
-        let db = open_db(dir, opts)?;
+        perms::prepare_dir(dir)?;
+        let lock = StoreLock::acquire(dir, opts.lock_wait)?;
+        if rekey::holds_more_than_init_leftovers(dir) {
+            return Err(StoreError::AlreadyInitialised {
+                path: dir.to_path_buf(),
+            });
+        }
+        rekey::remove_other_generations(dir, None)?;
+        let generation = 1;
+        let db = open_db(&dir.join(db_dir_name(generation)), opts)?;
         let t = Trees::open(&db)?;
         let master = MasterKey::random();
         let vault = make_vault(&master, passphrase, kdf)?;
-        let vault_bytes = vault.encode();
-        tx(t.meta.transaction(|m| {
-            m.insert(META_SCHEMA, &migrate::CURRENT_SCHEMA.to_be_bytes())?;
-            m.insert(META_VAULT, vault_bytes.as_slice())?;
-            Ok(())
-        }))?;
+        t.meta
+            .insert(META_SCHEMA, &migrate::CURRENT_SCHEMA.to_be_bytes())?;
         db.flush()?;
+        // The key file is written last: it is what makes the directory a store.
+        KeyFile { generation, vault }.write(dir)?;
         let journal = Journal::open(&dir.join(JOURNAL_DIR))?;
         let state = State {
             master: Some(master),
@@ -247,8 +289,9 @@ impl SledStore {
         };
         Ok(Self {
             path: dir.to_path_buf(),
-            db,
-            t,
+            db: RwLock::new(Db { db, t, generation }),
+            opts,
+            _lock: lock,
             journal,
             state: RwLock::new(state),
         })
@@ -262,12 +305,29 @@ impl SledStore {
 
     /// [`open`](Self::open) with explicit [`StoreOptions`].
     pub fn open_with_options(dir: &Path, opts: StoreOptions) -> Result<Self> {
-        if !dir.join("conf").is_file() {
+        let legacy = dir.join("conf").is_file();
+        if !legacy && !dir.join(super::keyfile::KEY_FILE).is_file() {
             return Err(StoreError::NotInitialised {
                 path: dir.to_path_buf(),
             });
         }
-        let db = open_db(dir, opts)?;
+        perms::prepare_dir(dir)?;
+        let lock = StoreLock::acquire(dir, opts.lock_wait)?;
+        let key_file = match KeyFile::read(dir)? {
+            Some(k) => k,
+            None => rekey::migrate_to_key_file(dir, opts)?,
+        };
+        // Leftovers of a re-key or migration that stopped before or after its commit point.
+        rekey::remove_other_generations(dir, Some(key_file.generation))?;
+        rekey::remove_legacy_database(dir)?;
+        let generation = key_file.generation;
+        let db_dir = dir.join(db_dir_name(generation));
+        if !db_dir.is_dir() {
+            return Err(StoreError::Damaged {
+                path: dir.to_path_buf(),
+            });
+        }
+        let db = open_db(&db_dir, opts)?;
         let t = Trees::open(&db)?;
         let Some(schema) = read_schema(dir, &t.meta)? else {
             return Err(StoreError::Damaged {
@@ -275,15 +335,7 @@ impl SledStore {
             });
         };
         migrate::migrate(dir, &db, &t, schema)?;
-        let vault = match t.meta.get(META_VAULT)? {
-            Some(v) => Vault::decode(&v)?,
-            None => {
-                return Err(StoreError::Damaged {
-                    path: dir.to_path_buf(),
-                });
-            }
-        };
-        let state = match vault {
+        let state = match key_file.vault {
             Vault::Plain(k) => State {
                 master: Some(k),
                 hidden: None,
@@ -299,8 +351,9 @@ impl SledStore {
         move_audit_tree(&db, &t, &journal)?;
         Ok(Self {
             path: dir.to_path_buf(),
-            db,
-            t,
+            db: RwLock::new(Db { db, t, generation }),
+            opts,
+            _lock: lock,
             journal,
             state: RwLock::new(state),
         })
@@ -311,10 +364,17 @@ impl SledStore {
         &self.path
     }
 
-    /// Flushes sled's log to disk; every write method calls it before returning.
+    /// The current database. Take it once per operation: a re-key waits for every holder.
+    pub(crate) fn d(&self) -> RwLockReadGuard<'_, Db> {
+        self.db
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Flushes sled's log to disk.
+    #[cfg(test)]
     pub(crate) fn flush(&self) -> Result<()> {
-        self.db.flush()?;
-        Ok(())
+        self.d().flush()
     }
 
     fn state(&self) -> RwLockReadGuard<'_, State> {
@@ -340,8 +400,8 @@ impl SledStore {
     }
 
     fn vault(&self) -> Result<Vault> {
-        match self.t.meta.get(META_VAULT)? {
-            Some(v) => Vault::decode(&v),
+        match KeyFile::read(&self.path)? {
+            Some(k) => Ok(k.vault),
             None => Err(StoreError::Damaged {
                 path: self.path.clone(),
             }),
@@ -364,10 +424,50 @@ impl SledStore {
                         path: self.path.clone(),
                     });
                 }
-                kek.unwrap_master(&wrapped)
-                    .ok_or_else(|| StoreError::corrupt("meta/vault", super::CorruptError::Aead))
+                kek.unwrap_master(&wrapped).ok_or_else(|| {
+                    StoreError::corrupt(super::keyfile::KEY_FILE, super::CorruptError::Aead)
+                })
             }
         }
+    }
+
+    /// Replaces the master key by `new_master` (protected by `new_vault`): copies every record
+    /// into a fresh database of the next generation, private keys re-encrypted from `old_master`,
+    /// then replaces the key file (the commit point) and deletes the old database, whose sled
+    /// log still holds the old ciphertexts. Every other operation waits meanwhile.
+    fn rekey(
+        &self,
+        old_master: &MasterKey,
+        new_master: &MasterKey,
+        new_vault: Vault,
+    ) -> Result<()> {
+        let mut db = self
+            .db
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let generation = db.generation + 1;
+        let (new_db, new_t) = rekey::copy_database(
+            &db.t,
+            &self.path.join(db_dir_name(generation)),
+            self.opts,
+            Some((old_master, new_master)),
+        )?;
+        KeyFile {
+            generation,
+            vault: new_vault,
+        }
+        .write(&self.path)?;
+        let old = std::mem::replace(
+            &mut *db,
+            Db {
+                db: new_db,
+                t: new_t,
+                generation,
+            },
+        );
+        drop(db);
+        drop(old);
+        rekey::remove_other_generations(&self.path, Some(generation))
     }
 }
 
@@ -390,13 +490,14 @@ fn make_vault(master: &MasterKey, passphrase: Option<&[u8]>, kdf: KdfParams) -> 
 impl VaultTrait for SledStore {
     fn status(&self) -> Result<StoreStatus> {
         let st = self.state();
+        let d = self.d();
         Ok(StoreStatus {
             path: self.path.clone(),
             passphrase_set: st.passphrase_set,
             sealed: st.master.is_none(),
-            key_count: self.t.keys.len(),
-            cert_count: self.t.certs.len(),
-            schema_version: read_schema(&self.path, &self.t.meta)?.unwrap_or(0),
+            key_count: d.t.keys.len(),
+            cert_count: d.t.certs.len(),
+            schema_version: read_schema(&self.path, &d.t.meta)?.unwrap_or(0),
         })
     }
 
@@ -426,15 +527,17 @@ impl VaultTrait for SledStore {
     fn change_passphrase(&self, old: &[u8], new: Option<&[u8]>, kdf: KdfParams) -> Result<()> {
         kdf.validate()?;
         self.state().refuse_if_locked()?;
-        let master = self.unlock_vault(self.vault()?, old)?;
-        let bytes = make_vault(&master, new, kdf)?.encode();
+        let old_master = self.unlock_vault(self.vault()?, old)?;
+        // A new master key, so that nothing an older copy of the store (or the old passphrase)
+        // opens decrypts what the store holds from now on.
+        let new_master = MasterKey::random();
+        let vault = make_vault(&new_master, new, kdf)?;
         let mut st = self.state_mut();
         st.refuse_if_locked()?;
-        self.t.meta.insert(META_VAULT, bytes)?;
-        self.flush()?;
+        self.rekey(&old_master, &new_master, vault)?;
         st.passphrase_set = new.is_some();
         if st.master.is_some() || new.is_none() {
-            st.master = Some(master);
+            st.master = Some(new_master);
         }
         Ok(())
     }

@@ -127,32 +127,34 @@ fn a_schema_1_audit_tree_moves_into_the_journal_once() {
     // A store written before the journal: its records are in the sled tree, with gaps.
     for (seq, i) in [(0u64, 10), (7, 11), (40, 12)] {
         store
+            .d()
             .t
             .audit
             .insert(seq.to_be_bytes(), encode(AUDIT_V, &event(i)))
             .unwrap();
     }
-    store.db.flush().unwrap();
+    store.flush().unwrap();
     drop(store);
 
     let store = SledStore::open(&store_dir(&dir)).unwrap();
     let entries = store.read_audit(0, 10).unwrap();
     let events: Vec<_> = entries.iter().map(|e| (e.seq, e.event.clone())).collect();
     assert_eq!(events, [(1, event(10)), (2, event(11)), (3, event(12))]);
-    assert!(store.t.audit.is_empty(), "the tree is emptied");
+    assert!(store.d().t.audit.is_empty(), "the tree is emptied");
     assert_eq!(store.append_audit(&event(13)).unwrap(), 4);
 
     // A crash after the copy but before the tree was emptied leaves both: no second copy.
     store
+        .d()
         .t
         .audit
         .insert(0u64.to_be_bytes(), encode(AUDIT_V, &event(10)))
         .unwrap();
-    store.db.flush().unwrap();
+    store.flush().unwrap();
     drop(store);
     let store = SledStore::open(&store_dir(&dir)).unwrap();
     assert_eq!(seqs(&store, 0), [1, 2, 3, 4]);
-    assert!(store.t.audit.is_empty());
+    assert!(store.d().t.audit.is_empty());
 }
 
 #[test]
