@@ -51,3 +51,4 @@ mod service_units;
 mod store_at_rest;
 mod store_crash;
 mod store_persist;
+mod store_rekey;
