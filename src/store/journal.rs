@@ -31,6 +31,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use sha2::{Digest as _, Sha256};
+
+use super::audit_key::{Anchor, AnchorFile, AuditKey};
 use super::error::{CorruptError, Result, StoreError};
 use super::records::{AUDIT_V, decode, encode, unwrap_envelope};
 use super::types::{AuditEntry, AuditEvent};
@@ -123,13 +126,26 @@ struct State {
     /// The oldest sequence number kept.
     head: u64,
     last: Option<AuditEntry>,
+    /// `last`'s envelope, for the anchor.
+    last_env: Option<Vec<u8>>,
     /// Appended since the last `fdatasync`.
     dirty: bool,
+}
+
+/// Writes the anchor (see [`super::audit_key`]) while the store has its audit key.
+struct AnchorWriter {
+    /// The anchor file, in the store directory; `None` until first written.
+    file: Option<AnchorFile>,
+    key: Option<(u64, AuditKey)>,
+    counter: u64,
+    /// The newest record anchored: sequence number and envelope hash.
+    rec: (u64, [u8; 32]),
 }
 
 struct Inner {
     dir: PathBuf,
     state: Mutex<State>,
+    anchor: Mutex<AnchorWriter>,
 }
 
 /// The audit journal of one store. Only the process holding the store's lock opens it.
@@ -163,18 +179,19 @@ impl Journal {
         }
         firsts.sort_unstable();
         let mut segments: VecDeque<u64> = firsts.into();
-        let (mut next, mut last, mut active) = (head, None, None);
+        let (mut next, mut last, mut last_env, mut active) = (head, None, None, None);
         if let Some(&first) = segments.back() {
             let (tail, records, len) = recover_tail(dir, first)?;
-            next = tail.as_ref().map_or(first, |e| e.seq + 1);
-            last = tail;
+            next = tail.last.as_ref().map_or(first, |e| e.seq + 1);
+            (last, last_env) = (tail.last, tail.last_env);
             // A crash right after a new segment was created leaves it empty: the chain goes on
             // from the last record of the segments before it.
             for &older in segments.iter().rev().skip(1) {
                 if last.is_some() {
                     break;
                 }
-                last = scan(dir, older)?.last;
+                let found = scan(dir, older)?;
+                (last, last_env) = (found.last, found.last_env);
             }
             let file = append_file(&dir.join(segment_name(first))).map_err(&err)?;
             active = Some(Active {
@@ -197,7 +214,14 @@ impl Journal {
                 next: next.max(head),
                 head,
                 last,
+                last_env,
                 dirty: false,
+            }),
+            anchor: Mutex::new(AnchorWriter {
+                file: None,
+                key: None,
+                counter: 0,
+                rec: (0, [0; 32]),
             }),
         });
         spawn_syncer(Arc::downgrade(&inner));
@@ -213,6 +237,8 @@ impl Journal {
     /// Appends `event`; with `sync`, it is on disk when this returns.
     pub(crate) fn append(&self, event: &AuditEvent, sync: bool) -> Result<u64> {
         let envelope = encode(AUDIT_V, event);
+        // Only a synced record is anchored at once (hashed here, before `envelope` moves).
+        let anchored = sync.then(|| hash(&envelope));
         let mut st = self.inner.lock();
         let seq = st.next;
         let bytes = frame(seq, &envelope);
@@ -231,10 +257,13 @@ impl Journal {
             seq,
             event: event.clone(),
         });
-        if sync {
+        st.last_env = Some(envelope);
+        if let Some(h) = anchored {
             st.dirty = false;
+            let head = st.head;
             drop(st);
             file.sync_data().map_err(io_err(&self.inner.dir))?;
+            self.inner.anchor(head, (seq, h));
         } else {
             st.dirty = true;
         }
@@ -274,6 +303,24 @@ impl Journal {
 
     /// Up to `limit` records with `seq >= since`, oldest first.
     pub(crate) fn read(&self, since: u64, limit: usize) -> Result<Vec<AuditEntry>> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        self.each_frame(since, |seq, envelope| {
+            let event = decode(|| format!("audit/{seq}"), AUDIT_V, &envelope)?;
+            out.push(AuditEntry { seq, event });
+            Ok(out.len() < limit)
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` with every kept frame with `seq >= since`, oldest first, while it returns true.
+    fn each_frame(
+        &self,
+        since: u64,
+        mut f: impl FnMut(u64, Vec<u8>) -> Result<bool>,
+    ) -> Result<()> {
         let (segments, head, active) = {
             let st = self.inner.lock();
             let active = st.active.as_ref().map(|a| (a.first, a.len));
@@ -284,11 +331,7 @@ impl Journal {
         let from = segments
             .partition_point(|&first| first <= start)
             .saturating_sub(1);
-        let mut out = Vec::new();
         for &first in segments.iter().skip(from) {
-            if out.len() >= limit {
-                break;
-            }
             let path = self.inner.dir.join(segment_name(first));
             let file = match File::open(&path) {
                 Ok(f) => f,
@@ -323,16 +366,14 @@ impl Journal {
                         if seq < start {
                             continue;
                         }
-                        let event = decode(|| format!("audit/{seq}"), AUDIT_V, &envelope)?;
-                        out.push(AuditEntry { seq, event });
-                        if out.len() >= limit {
-                            break;
+                        if !f(seq, envelope)? {
+                            return Ok(());
                         }
                     }
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The newest record.
@@ -350,6 +391,14 @@ impl Journal {
         }
         let head = st.next - max;
         let dir = &self.inner.dir;
+        // The anchor learns the new head first: a crash before HEAD is written leaves an anchor
+        // whose head is newer than HEAD, which is not mistaken for records cut from the front.
+        if let (Some(active), Some(env)) = (&st.active, &st.last_env) {
+            active.file.sync_data().map_err(io_err(dir))?;
+            let rec = (st.next - 1, hash(env));
+            st.dirty = false;
+            self.inner.anchor(head, rec);
+        }
         write_head(dir, head)?;
         let dropped = head - st.head;
         st.head = head;
@@ -401,31 +450,116 @@ impl Journal {
             len,
         });
         st.next = seq;
-        st.last = match last {
+        st.last = match &last {
             Some((seq, envelope)) => Some(AuditEntry {
-                seq,
-                event: decode(|| format!("audit/{seq}"), AUDIT_V, &envelope)?,
+                seq: *seq,
+                event: decode(|| format!("audit/{seq}"), AUDIT_V, envelope)?,
             }),
             None => None,
         };
+        st.last_env = last.map(|(_, e)| e);
         Ok(seq - first)
     }
 
     /// Syncs appended records if any are waiting.
     fn sync_if_dirty(inner: &Inner) {
-        let file = {
+        let (file, head, rec) = {
             let mut st = inner.lock();
             if !st.dirty {
                 return;
             }
             st.dirty = false;
-            st.active.as_ref().map(|a| Arc::clone(&a.file))
+            let rec = st.last_env.as_ref().map(|e| (st.next - 1, hash(e)));
+            (
+                st.active.as_ref().map(|a| Arc::clone(&a.file)),
+                st.head,
+                rec,
+            )
         };
-        if let Some(file) = file
-            && let Err(e) = file.sync_data()
-        {
-            tracing::error!(error = %e, dir = %inner.dir.display(), "cannot sync the audit journal");
+        if let Some(file) = file {
+            if let Err(e) = file.sync_data() {
+                tracing::error!(error = %e, dir = %inner.dir.display(), "cannot sync the audit journal");
+                return;
+            }
+            if let Some(rec) = rec {
+                inner.anchor(head, rec);
+            }
         }
+    }
+
+    /// Gives the journal the audit key to anchor with (`None`: sealed, stop anchoring) and, with
+    /// a key, anchors what is on disk now. `counter` is the newest anchor counter found.
+    pub(crate) fn set_anchor_key(&self, key: Option<(u64, AuditKey)>, counter: u64) -> Result<()> {
+        let has_key = key.is_some();
+        {
+            let mut a = self
+                .inner
+                .anchor
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            a.key = key;
+            a.counter = a.counter.max(counter);
+        }
+        if has_key {
+            self.anchor_now()?;
+        }
+        Ok(())
+    }
+
+    /// Whether the journal is anchoring (has an audit key).
+    pub(crate) fn is_anchoring(&self) -> bool {
+        self.inner
+            .anchor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .key
+            .is_some()
+    }
+
+    /// Syncs the journal and anchors its newest record.
+    pub(crate) fn anchor_now(&self) -> Result<()> {
+        let (file, head, rec) = {
+            let mut st = self.inner.lock();
+            st.dirty = false;
+            let rec = st.last_env.as_ref().map(|e| (st.next - 1, hash(e)));
+            (
+                st.active.as_ref().map(|a| Arc::clone(&a.file)),
+                st.head,
+                rec,
+            )
+        };
+        if let Some(file) = file {
+            file.sync_data().map_err(io_err(&self.inner.dir))?;
+        }
+        self.inner
+            .try_anchor(head, rec.unwrap_or((0, [0; 32])))
+            .map_err(io_err(&self.inner.dir))
+    }
+
+    /// The envelope of record `seq`, if the journal holds it.
+    pub(crate) fn envelope(&self, seq: u64) -> Result<Option<Vec<u8>>> {
+        let mut found = None;
+        self.each_frame(seq, |s, env| {
+            if s == seq {
+                found = Some(env);
+            }
+            Ok(false)
+        })?;
+        Ok(found)
+    }
+
+    /// The oldest sequence number kept (`HEAD`), and the first and last record's.
+    pub(crate) fn bounds(&self) -> Result<(u64, Option<u64>, Option<u64>)> {
+        let (head, last) = {
+            let st = self.inner.lock();
+            (st.head, st.last.as_ref().map(|e| e.seq))
+        };
+        let mut first = None;
+        self.each_frame(head, |s, _| {
+            first = Some(s);
+            Ok(false)
+        })?;
+        Ok((head, first, last))
     }
 
     /// The journal's directory.
@@ -447,6 +581,49 @@ impl Inner {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    /// Anchors record `rec` (on disk) with `head`, logging a failure: the record itself is
+    /// written, and `audit verify` reports an anchor that lags.
+    fn anchor(&self, head: u64, rec: (u64, [u8; 32])) {
+        if let Err(e) = self.try_anchor(head, rec) {
+            tracing::error!(error = %e, "cannot write the audit anchor");
+        }
+    }
+
+    fn try_anchor(&self, head: u64, rec: (u64, [u8; 32])) -> io::Result<()> {
+        let mut a = self
+            .anchor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some((epoch, key)) = a.key.clone() else {
+            return Ok(());
+        };
+        // Never move back to an older record (a synced append racing the sync thread).
+        let rec = if rec.0 >= a.rec.0 { rec } else { a.rec };
+        let store_dir = self.dir.parent().unwrap_or(&self.dir);
+        if a.file.is_none() {
+            a.file = Some(AnchorFile::open(store_dir)?);
+        }
+        let anchor = Anchor {
+            epoch,
+            counter: a.counter + 1,
+            head,
+            seq: rec.0,
+            record_hash: rec.1,
+        };
+        a.file
+            .as_ref()
+            .expect("opened above")
+            .write(&anchor, &key)?;
+        a.counter = anchor.counter;
+        a.rec = rec;
+        Ok(())
+    }
+}
+
+/// SHA-256 of a record's envelope, as the anchor holds it.
+pub(crate) fn hash(envelope: &[u8]) -> [u8; 32] {
+    Sha256::digest(envelope).into()
 }
 
 /// Syncs dirty records every [`SYNC_EVERY`] until the journal is dropped.
@@ -470,6 +647,8 @@ fn spawn_syncer(inner: Weak<Inner>) {
 struct Scan {
     /// The last whole, valid record.
     last: Option<AuditEntry>,
+    /// Its envelope.
+    last_env: Option<Vec<u8>>,
     /// Frames up to and including it.
     records: u64,
     /// Bytes up to and including it.
@@ -498,24 +677,28 @@ fn scan(dir: &Path, first: u64) -> Result<Scan> {
             }
         }
     }
-    let last = match last {
-        Some((seq, envelope)) => Some(AuditEntry {
-            seq,
-            event: decode(|| format!("audit/{seq}"), AUDIT_V, &envelope)?,
-        }),
-        None => None,
+    let (last, last_env) = match last {
+        Some((seq, envelope)) => (
+            Some(AuditEntry {
+                seq,
+                event: decode(|| format!("audit/{seq}"), AUDIT_V, &envelope)?,
+            }),
+            Some(envelope),
+        ),
+        None => (None, None),
     };
     Ok(Scan {
         last,
+        last_env,
         records,
         good,
     })
 }
 
 /// Scans the last segment and cuts off what follows its last whole, valid frame (a frame cut
-/// short or never written, as a power failure during an append leaves). Returns its last record,
-/// record count and length.
-fn recover_tail(dir: &Path, first: u64) -> Result<(Option<AuditEntry>, u64, u64)> {
+/// short or never written, as a power failure during an append leaves). Returns what the scan
+/// found, the record count and the length.
+fn recover_tail(dir: &Path, first: u64) -> Result<(Scan, u64, u64)> {
     let err = io_err(dir);
     let path = dir.join(segment_name(first));
     let found = scan(dir, first)?;
@@ -531,7 +714,8 @@ fn recover_tail(dir: &Path, first: u64) -> Result<(Option<AuditEntry>, u64, u64)
         file.set_len(found.good).map_err(&err)?;
         file.sync_all().map_err(&err)?;
     }
-    Ok((found.last, found.records, found.good))
+    let (records, good) = (found.records, found.good);
+    Ok((found, records, good))
 }
 
 fn append_file(path: &Path) -> io::Result<File> {

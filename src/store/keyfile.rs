@@ -21,8 +21,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use super::crypto::Sealed;
 use super::error::{CorruptError, Result, StoreError};
-use super::records::{Vault, VaultRec, encode, unwrap_envelope};
+use super::records::{SealedRec, Vault, VaultRec, encode, unwrap_envelope};
 
 /// The key file's name in the store directory.
 pub(crate) const KEY_FILE: &str = "master.key";
@@ -51,12 +52,22 @@ struct KeyFileRec<'a> {
     /// The vault, as `meta/vault` held it before the key file.
     #[serde(borrow)]
     vault: VaultRec<'a>,
+    /// The audit keys of earlier generations, sealed under this generation's master key.
+    #[serde(default)]
+    audit_keys: Option<SealedRec>,
+    /// Whether the audit anchor has been written: from then on a missing one is reported.
+    #[serde(default)]
+    anchored: bool,
 }
 
 /// What the key file says.
 pub(crate) struct KeyFile {
     pub(crate) generation: u64,
     pub(crate) vault: Vault,
+    /// Audit keys of earlier generations, sealed under this generation's master key.
+    pub(crate) audit_keys: Option<Sealed>,
+    /// Whether the audit anchor has been written.
+    pub(crate) anchored: bool,
 }
 
 impl KeyFile {
@@ -78,6 +89,12 @@ impl KeyFile {
         Ok(Some(Self {
             generation: rec.generation,
             vault: Vault::from_rec(rec.vault).map_err(corrupt)?,
+            audit_keys: rec
+                .audit_keys
+                .map(|s| s.to_sealed())
+                .transpose()
+                .map_err(corrupt)?,
+            anchored: rec.anchored,
         }))
     }
 
@@ -89,12 +106,17 @@ impl KeyFile {
             struct Out<'r, 'a> {
                 generation: u64,
                 vault: &'r VaultRec<'a>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                audit_keys: Option<SealedRec>,
+                anchored: bool,
             }
             encode(
                 KEYFILE_V,
                 &Out {
                     generation: self.generation,
                     vault,
+                    audit_keys: self.audit_keys.clone().map(SealedRec::from_sealed),
+                    anchored: self.anchored,
                 },
             )
         }));

@@ -18,6 +18,7 @@
 //! - the directory is `0700` and its files carry no group/other bits;
 //! - time is always an argument (unix seconds): the store never reads the clock.
 
+mod audit_key;
 mod crypto;
 mod error;
 mod journal;
@@ -37,6 +38,7 @@ mod proptests;
 #[cfg(test)]
 mod tests;
 
+pub use audit_key::{AnchorCheck, AnchorInfo};
 pub use crypto::KdfParams;
 pub(crate) use crypto::{Sealed, open as aead_open, seal as aead_seal};
 pub use error::{CorruptError, Result, StoreError};
@@ -156,6 +158,15 @@ pub trait AuditLog {
     fn prune_audit(&self, max_count: usize) -> Result<usize>;
     /// The newest audit record, if any.
     fn last_audit(&self) -> Result<Option<AuditEntry>>;
+    /// HMAC-SHA256 of `parts` (concatenated) under the current audit key, derived from the master
+    /// key: the key's epoch and the tag. `None` while the store is sealed.
+    fn audit_mac(&self, parts: &[&[u8]]) -> Option<(u64, [u8; 32])>;
+    /// Whether `tag` is the MAC of `parts` under the audit key of `epoch`; `None` if the store has
+    /// no key of that epoch. [`StoreError::Sealed`] while sealed.
+    fn audit_mac_check(&self, epoch: u64, parts: &[&[u8]], tag: &[u8]) -> Result<Option<bool>>;
+    /// The sealed anchor (newest record on disk, `HEAD`, counter) compared with the trail on
+    /// disk. [`StoreError::Sealed`] while sealed.
+    fn audit_anchor_check(&self) -> Result<AnchorCheck>;
 }
 
 /// The whole store, as one object-safe trait (`Arc<dyn Store>`).

@@ -152,8 +152,31 @@ pub(crate) fn holds_more_than_init_leftovers(dir: &Path) -> bool {
         let name = name.to_string_lossy();
         !(name == LOCK_FILE
             || name == format!("{KEY_FILE}.tmp")
+            || INIT_LEFTOVERS.contains(&&*name)
             || parse_db_dir_name(&name).is_some())
     })
+}
+
+/// What an `init` writes before its key file besides the database: the journal directory and
+/// the anchor (empty of records: nothing is audited before the store exists).
+const INIT_LEFTOVERS: [&str; 2] = ["audit", super::audit_key::ANCHOR_FILE];
+
+/// Removes what an `init` that stopped before writing its key file left (see
+/// [`holds_more_than_init_leftovers`]).
+pub(crate) fn remove_init_leftovers(dir: &Path) -> Result<()> {
+    for name in INIT_LEFTOVERS {
+        let path = dir.join(name);
+        let removed = if path.is_dir() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        match removed {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(dir_err(&path)(e)),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Moves a store written before the key file existed (sled's files at the top of `dir`, the
@@ -173,7 +196,12 @@ pub(crate) fn migrate_to_key_file(dir: &Path, opts: StoreOptions) -> Result<KeyF
     let generation = 1;
     let (new_db, new_t) = copy_database(&old_t, &dir.join(db_dir_name(generation)), opts, None)?;
     drop((new_t, new_db, old_t, old_db));
-    let key_file = KeyFile { generation, vault };
+    let key_file = KeyFile {
+        generation,
+        vault,
+        audit_keys: None,
+        anchored: false,
+    };
     key_file.write(dir)?;
     tracing::info!(
         store = %dir.display(),

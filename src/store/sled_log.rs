@@ -9,7 +9,7 @@ use super::error::{Result, StoreError};
 use super::records::{POLICY_V, decode, encode, what};
 use super::sled_store::{SledStore, tx};
 use super::types::{AuditEntry, AuditEvent, KeyId};
-use super::{AuditLog, PolicyStore};
+use super::{AnchorCheck, AuditLog, PolicyStore};
 
 impl PolicyStore for SledStore {
     fn put_policy(&self, key: KeyId, policy: &serde_json::Value) -> Result<()> {
@@ -62,6 +62,28 @@ impl AuditLog for SledStore {
 
     fn prune_audit(&self, max_count: usize) -> Result<usize> {
         self.journal.prune(max_count)
+    }
+
+    fn audit_mac(&self, parts: &[&[u8]]) -> Option<(u64, [u8; 32])> {
+        self.with_audit_keys(|keys| (keys.epoch, keys.current.mac(parts)))
+    }
+
+    fn audit_mac_check(&self, epoch: u64, parts: &[&[u8]], tag: &[u8]) -> Result<Option<bool>> {
+        self.with_audit_keys(|keys| keys.get(epoch).map(|k| k.verify(parts, tag)))
+            .ok_or_else(|| StoreError::Sealed {
+                path: self.path.clone(),
+            })
+    }
+
+    fn audit_anchor_check(&self) -> Result<AnchorCheck> {
+        let keys = self.audit_keys().ok_or_else(|| StoreError::Sealed {
+            path: self.path.clone(),
+        })?;
+        // Records waiting for the background sync are synced and anchored first.
+        if self.journal.is_anchoring() {
+            self.journal.anchor_now()?;
+        }
+        self.check_anchor(&keys)
     }
 }
 

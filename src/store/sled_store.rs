@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use sled::transaction::{TransactionError, TransactionResult};
 
+use super::audit_key::{AnchorCheck, AnchorInfo, AnchorRead, AuditKeys, read_anchor};
 use super::crypto::{KdfParams, Kek, MasterKey, Sealed, random_salt};
 use super::error::{Result, StoreError};
 use super::journal::Journal;
@@ -97,6 +98,8 @@ impl Trees {
 
 struct State {
     master: Option<MasterKey>,
+    /// The audit keys, while unsealed (kept while the agent is locked: they decrypt nothing).
+    audit: Option<AuditKeys>,
     /// Set while the agent is locked (`master` is `None` meanwhile).
     hidden: Option<Hidden>,
     passphrase_set: bool,
@@ -123,7 +126,6 @@ impl State {
 pub(crate) struct Db {
     pub(crate) db: sled::Db,
     pub(crate) t: Trees,
-    pub(crate) generation: u64,
 }
 
 impl Db {
@@ -271,6 +273,7 @@ impl SledStore {
             });
         }
         rekey::remove_other_generations(dir, None)?;
+        rekey::remove_init_leftovers(dir)?;
         let generation = 1;
         let db = open_db(&dir.join(db_dir_name(generation)), opts)?;
         let t = Trees::open(&db)?;
@@ -279,17 +282,26 @@ impl SledStore {
         t.meta
             .insert(META_SCHEMA, &migrate::CURRENT_SCHEMA.to_be_bytes())?;
         db.flush()?;
-        // The key file is written last: it is what makes the directory a store.
-        KeyFile { generation, vault }.write(dir)?;
         let journal = Journal::open(&dir.join(JOURNAL_DIR))?;
+        let keys = AuditKeys::open(&master, generation, None).expect("no sealed keys to open");
+        journal.set_anchor_key(Some((generation, keys.current.clone())), 0)?;
+        // The key file is written last: it is what makes the directory a store.
+        KeyFile {
+            generation,
+            vault,
+            audit_keys: None,
+            anchored: true,
+        }
+        .write(dir)?;
         let state = State {
             master: Some(master),
+            audit: Some(keys),
             hidden: None,
             passphrase_set: passphrase.is_some(),
         };
         Ok(Self {
             path: dir.to_path_buf(),
-            db: RwLock::new(Db { db, t, generation }),
+            db: RwLock::new(Db { db, t }),
             opts,
             _lock: lock,
             journal,
@@ -337,26 +349,38 @@ impl SledStore {
         migrate::migrate(dir, &db, &t, schema)?;
         let state = match key_file.vault {
             Vault::Plain(k) => State {
+                audit: Some(audit_keys(
+                    dir,
+                    &k,
+                    generation,
+                    key_file.audit_keys.as_ref(),
+                )?),
                 master: Some(k),
                 hidden: None,
                 passphrase_set: false,
             },
             Vault::Passphrase { .. } => State {
                 master: None,
+                audit: None,
                 hidden: None,
                 passphrase_set: true,
             },
         };
         let journal = Journal::open(&dir.join(JOURNAL_DIR))?;
         move_audit_tree(&db, &t, &journal)?;
-        Ok(Self {
+        let store = Self {
             path: dir.to_path_buf(),
-            db: RwLock::new(Db { db, t, generation }),
+            db: RwLock::new(Db { db, t }),
             opts,
             _lock: lock,
             journal,
             state: RwLock::new(state),
-        })
+        };
+        let keys = store.state().audit.clone();
+        if let Some(keys) = keys {
+            store.start_anchoring(&keys)?;
+        }
+        Ok(store)
     }
 
     /// The store directory.
@@ -399,13 +423,125 @@ impl SledStore {
         f(m)
     }
 
-    fn vault(&self) -> Result<Vault> {
-        match KeyFile::read(&self.path)? {
-            Some(k) => Ok(k.vault),
-            None => Err(StoreError::Damaged {
-                path: self.path.clone(),
-            }),
+    fn key_file(&self) -> Result<KeyFile> {
+        KeyFile::read(&self.path)?.ok_or_else(|| StoreError::Damaged {
+            path: self.path.clone(),
+        })
+    }
+
+    /// The audit keys while unsealed (kept while locked).
+    pub(crate) fn audit_keys(&self) -> Option<AuditKeys> {
+        self.state().audit.clone()
+    }
+
+    /// Runs `f` with the audit keys, if the store has them (no copy of the keys is made).
+    pub(crate) fn with_audit_keys<T>(&self, f: impl FnOnce(&AuditKeys) -> T) -> Option<T> {
+        self.state().audit.as_ref().map(f)
+    }
+
+    /// Checks the audit anchor against the journal: what it vouches for, and the first thing
+    /// that disagrees.
+    pub(crate) fn check_anchor(&self, keys: &AuditKeys) -> Result<AnchorCheck> {
+        let jerr = |source| StoreError::Journal {
+            path: self.path.join(JOURNAL_DIR),
+            source,
+        };
+        let (head, first, last) = self.journal.bounds()?;
+        let anchored = self.key_file()?.anchored;
+        let mut check = AnchorCheck {
+            anchor: None,
+            problem: None,
+        };
+        let problem = |seq: u64, why: String| Some((seq, why));
+        match read_anchor(&self.path, keys).map_err(jerr)? {
+            AnchorRead::Missing => {
+                if anchored && last.is_some() {
+                    check.problem = problem(
+                        last.unwrap_or(0),
+                        "audit.anchor is missing (deleted?): a cut or replaced trail cannot be ruled out"
+                            .into(),
+                    );
+                }
+            }
+            AnchorRead::Invalid => {
+                check.problem = problem(
+                    last.unwrap_or(0),
+                    "audit.anchor does not authenticate under this store's audit keys: it was forged or damaged"
+                        .into(),
+                );
+            }
+            AnchorRead::Found(a) => {
+                check.anchor = Some(AnchorInfo {
+                    counter: a.counter,
+                    head: a.head,
+                    seq: a.seq,
+                });
+                check.problem = if head > a.head {
+                    problem(
+                        head,
+                        format!(
+                            "HEAD says the trail starts at record {head} but the anchor says {}: HEAD was rewritten to drop records",
+                            a.head
+                        ),
+                    )
+                } else if let Some(f) = first.filter(|&f| f > head) {
+                    problem(
+                        f,
+                        format!(
+                            "records {head}..{} are missing: a segment of the trail was deleted",
+                            f - 1
+                        ),
+                    )
+                } else if a.seq > 0 && last.is_none_or(|l| l < a.seq) {
+                    problem(
+                        a.seq,
+                        format!(
+                            "the trail ends at record {} but the anchor vouches for record {}: its end was cut, its newest segment deleted, or an older copy restored",
+                            last.unwrap_or(0),
+                            a.seq
+                        ),
+                    )
+                } else if a.seq > 0 {
+                    match self.journal.envelope(a.seq)? {
+                        None => problem(
+                            a.seq,
+                            format!("record {} that the anchor vouches for is missing", a.seq),
+                        ),
+                        Some(env) if super::journal::hash(&env) != a.record_hash => problem(
+                            a.seq,
+                            format!(
+                                "record {} is not the one the anchor vouches for: the trail was rewritten or replaced by an older copy",
+                                a.seq
+                            ),
+                        ),
+                        Some(_) => None,
+                    }
+                } else {
+                    None
+                };
+            }
         }
+        Ok(check)
+    }
+
+    /// Starts anchoring the audit trail with `keys`, unless the anchor on disk disagrees with the
+    /// trail: then the anchor is left as it is, as evidence, and `audit verify` reports it
+    /// (records are still MACed).
+    fn start_anchoring(&self, keys: &AuditKeys) -> Result<()> {
+        let check = self.check_anchor(keys)?;
+        if let Some((seq, why)) = &check.problem {
+            tracing::error!(seq, problem = %why, "the audit trail does not match its anchor; not re-anchoring it");
+            return Ok(());
+        }
+        let counter = check.anchor.map_or(0, |a| a.counter);
+        self.journal
+            .set_anchor_key(Some((keys.epoch, keys.current.clone())), counter)?;
+        let mut key_file = self.key_file()?;
+        if !key_file.anchored {
+            key_file.anchored = true;
+            key_file.write(&self.path)?;
+        }
+        Ok(())
     }
 
     /// Checks `passphrase` against `vault` and unwraps the master key.
@@ -439,36 +575,46 @@ impl SledStore {
         &self,
         old_master: &MasterKey,
         new_master: &MasterKey,
-        new_vault: Vault,
+        new_key_file: &KeyFile,
     ) -> Result<()> {
         let mut db = self
             .db
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let generation = db.generation + 1;
+        let generation = new_key_file.generation;
         let (new_db, new_t) = rekey::copy_database(
             &db.t,
             &self.path.join(db_dir_name(generation)),
             self.opts,
             Some((old_master, new_master)),
         )?;
-        KeyFile {
-            generation,
-            vault: new_vault,
-        }
-        .write(&self.path)?;
+        new_key_file.write(&self.path)?;
         let old = std::mem::replace(
             &mut *db,
             Db {
                 db: new_db,
                 t: new_t,
-                generation,
             },
         );
         drop(db);
         drop(old);
         rekey::remove_other_generations(&self.path, Some(generation))
     }
+}
+
+/// The audit keys of a store at `generation` with master key `master`.
+fn audit_keys(
+    dir: &Path,
+    master: &MasterKey,
+    generation: u64,
+    sealed: Option<&Sealed>,
+) -> Result<AuditKeys> {
+    AuditKeys::open(master, generation, sealed).ok_or_else(|| {
+        StoreError::corrupt(
+            format!("{}/{}", dir.display(), super::keyfile::KEY_FILE),
+            super::CorruptError::Aead,
+        )
+    })
 }
 
 fn make_vault(master: &MasterKey, passphrase: Option<&[u8]>, kdf: KdfParams) -> Result<Vault> {
@@ -508,16 +654,34 @@ impl VaultTrait for SledStore {
     fn unseal(&self, passphrase: &[u8]) -> Result<()> {
         // Even a store without a passphrase stays closed while the agent is locked.
         self.state().refuse_if_locked()?;
-        let master = self.unlock_vault(self.vault()?, passphrase)?;
-        let mut st = self.state_mut();
-        st.refuse_if_locked()?;
-        st.master = Some(master);
-        Ok(())
+        let key_file = self.key_file()?;
+        let master = self.unlock_vault(key_file.vault, passphrase)?;
+        let keys = audit_keys(
+            &self.path,
+            &master,
+            key_file.generation,
+            key_file.audit_keys.as_ref(),
+        )?;
+        {
+            let mut st = self.state_mut();
+            st.refuse_if_locked()?;
+            st.master = Some(master);
+            st.audit = Some(keys.clone());
+        }
+        self.start_anchoring(&keys)
     }
 
     fn seal(&self) {
+        // What was written so far is anchored before the key goes.
+        if let Err(e) = self.journal.anchor_now() {
+            tracing::error!(error = %e, "cannot anchor the audit trail before sealing");
+        }
+        if let Err(e) = self.journal.set_anchor_key(None, 0) {
+            tracing::error!(error = %e, "cannot stop anchoring the audit trail");
+        }
         let mut st = self.state_mut();
         st.master = None;
+        st.audit = None;
         // Sealed while locked: it stays sealed after the unlock.
         if st.hidden.is_some() {
             st.hidden = Some(Hidden::Sealed);
@@ -527,17 +691,49 @@ impl VaultTrait for SledStore {
     fn change_passphrase(&self, old: &[u8], new: Option<&[u8]>, kdf: KdfParams) -> Result<()> {
         kdf.validate()?;
         self.state().refuse_if_locked()?;
-        let old_master = self.unlock_vault(self.vault()?, old)?;
+        let key_file = self.key_file()?;
+        let old_master = self.unlock_vault(key_file.vault, old)?;
+        let old_keys = audit_keys(
+            &self.path,
+            &old_master,
+            key_file.generation,
+            key_file.audit_keys.as_ref(),
+        )?;
         // A new master key, so that nothing an older copy of the store (or the old passphrase)
-        // opens decrypts what the store holds from now on.
+        // opens decrypts what the store holds from now on. The audit keys so far go along,
+        // sealed under it, so the trail written before still verifies.
         let new_master = MasterKey::random();
-        let vault = make_vault(&new_master, new, kdf)?;
+        let new_key_file = KeyFile {
+            generation: key_file.generation + 1,
+            vault: make_vault(&new_master, new, kdf)?,
+            audit_keys: Some(
+                old_keys
+                    .seal_all(&new_master)
+                    .to_sealed()
+                    .map_err(|r| StoreError::corrupt(super::keyfile::KEY_FILE, r))?,
+            ),
+            anchored: key_file.anchored,
+        };
+        let new_keys = audit_keys(
+            &self.path,
+            &new_master,
+            new_key_file.generation,
+            new_key_file.audit_keys.as_ref(),
+        )?;
         let mut st = self.state_mut();
         st.refuse_if_locked()?;
-        self.rekey(&old_master, &new_master, vault)?;
+        self.rekey(&old_master, &new_master, &new_key_file)?;
         st.passphrase_set = new.is_some();
         if st.master.is_some() || new.is_none() {
             st.master = Some(new_master);
+            st.audit = Some(new_keys.clone());
+            drop(st);
+            if self.journal.is_anchoring() {
+                self.journal
+                    .set_anchor_key(Some((new_keys.epoch, new_keys.current.clone())), 0)?;
+            } else {
+                self.start_anchoring(&new_keys)?;
+            }
         }
         Ok(())
     }
