@@ -25,8 +25,9 @@ use crate::store::{AnchorInfo, AuditEntry, AuditEvent, Store, StoreError};
 
 /// The first record's `prev`.
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-/// Prune to this many records every [`PRUNE_EVERY`] appends, unless configured otherwise.
-pub const DEFAULT_RETENTION: usize = 100_000;
+/// Prune to this many records every [`PRUNE_EVERY`] appends, unless configured otherwise (the
+/// value is set in `config`, the one place).
+pub const DEFAULT_RETENTION: usize = crate::config::DEFAULT_AUDIT_MAX_EVENTS;
 /// How often to prune.
 const PRUNE_EVERY: u64 = 1_000;
 /// Domain label of a record's MAC.
@@ -108,7 +109,15 @@ fn split_chain(event: &AuditEvent) -> (AuditEvent, Option<Link>) {
 
 struct State {
     last: String,
+    /// The chain of the retained records (refusals and changes), kept apart.
+    retained_last: String,
     appended: u64,
+}
+
+fn last_link(entry: Option<AuditEntry>) -> String {
+    entry
+        .and_then(|e| split_chain(&e.event).1)
+        .map_or_else(|| GENESIS.to_owned(), |link| link.value().to_owned())
 }
 
 /// Appends chained records; one per store, shared by the agent and the service.
@@ -122,13 +131,15 @@ pub struct Auditor {
 impl Auditor {
     /// An auditor continuing the chain already in `store`.
     pub fn new(store: Arc<dyn Store>, retention: usize) -> Result<Self, StoreError> {
-        let last = store
-            .last_audit()?
-            .and_then(|e| split_chain(&e.event).1)
-            .map_or_else(|| GENESIS.to_owned(), |link| link.value().to_owned());
+        let last = last_link(store.last_audit()?);
+        let retained_last = last_link(store.last_audit_retained()?);
         Ok(Self {
             store,
-            state: Arc::new(Mutex::new(State { last, appended: 0 })),
+            state: Arc::new(Mutex::new(State {
+                last,
+                retained_last,
+                appended: 0,
+            })),
             retention,
         })
     }
@@ -167,20 +178,8 @@ impl Auditor {
             event.detail["caller_chain"] = previous;
         }
         let body = serde_json::to_vec(&event).unwrap_or_default();
-        let (chain, value) = match self
-            .store
-            .audit_mac(&[DS_RECORD, state.last.as_bytes(), &body])
-        {
-            Some((k, mac)) => {
-                let mac = hex(&mac);
-                (json!({ "prev": state.last, "mac": mac, "k": k }), mac)
-            }
-            // Sealed: chained now, keyed by the first keyed record after the unseal.
-            None => {
-                let hash = digest(&state.last, &body);
-                (json!({ "prev": state.last, "hash": hash }), hash)
-            }
-        };
+        let bare = flush.then(|| event.clone());
+        let (chain, value) = self.link(&state.last, &body);
         event.detail["chain"] = chain;
         let seq = if flush {
             self.store.append_audit(&event)?
@@ -188,11 +187,34 @@ impl Auditor {
             self.store.append_audit_lazy(&event)?
         };
         state.last = value;
+        // Everything but allowed signatures (the flushed records) is also kept apart, on its own
+        // chain, so that a flood of signatures cannot push it out of retention.
+        if let Some(mut copy) = bare {
+            let (chain, value) = self.link(&state.retained_last, &body);
+            copy.detail["chain"] = chain;
+            self.store.append_audit_retained(seq, &copy)?;
+            state.retained_last = value;
+        }
         state.appended += 1;
         if state.appended.is_multiple_of(PRUNE_EVERY) {
             self.store.prune_audit(self.retention)?;
         }
         Ok(seq)
+    }
+
+    /// The chain link of a record whose JSON is `body` after `prev`: keyed when the store has
+    /// its audit key, else hashed (sealed: keyed by the first keyed record after the unseal).
+    fn link(&self, prev: &str, body: &[u8]) -> (Value, String) {
+        match self.store.audit_mac(&[DS_RECORD, prev.as_bytes(), body]) {
+            Some((k, mac)) => {
+                let mac = hex(&mac);
+                (json!({ "prev": prev, "mac": mac, "k": k }), mac)
+            }
+            None => {
+                let hash = digest(prev, body);
+                (json!({ "prev": prev, "hash": hash }), hash)
+            }
+        }
     }
 
     /// Like [`record`](Self::record), logging instead of failing: auditing must not stop the
@@ -224,99 +246,129 @@ pub struct Verification {
 }
 
 /// Checks the whole trail: every record's link and MAC (or hash), consecutive sequence numbers,
-/// and the anchor. Needs the audit key: [`StoreError::Sealed`] while the store is sealed.
+/// and the anchor; then the retained records (refusals and changes kept apart) and their
+/// anchor. Needs the audit key: [`StoreError::Sealed`] while the store is sealed.
 pub fn verify(store: &dyn Store) -> Result<Verification, StoreError> {
-    let check = store.audit_anchor_check()?;
+    let check = store.audit_anchor_check(false)?;
+    let trail = walk(store, false)?;
     let mut v = Verification {
-        records: 0,
-        broken: None,
-        keyed: 0,
+        records: trail.records,
+        broken: trail.broken.clone().or(check.problem),
+        keyed: trail.keyed,
         anchor: check.anchor,
         notes: Vec::new(),
     };
-    let mut prev: Option<(u64, String)> = None;
-    // Unkeyed records before the first keyed one (they predate keying), and since the last one.
-    let mut legacy: Option<(u64, u64)> = None;
-    let mut pending: Vec<u64> = Vec::new();
-    let mut since = 0;
-    'outer: loop {
-        let batch: Vec<AuditEntry> = store.read_audit(since, 1_000)?;
-        if batch.is_empty() {
-            break;
-        }
-        for entry in &batch {
-            v.records += 1;
-            let seq = entry.seq;
-            let (bare, link) = split_chain(&entry.event);
-            let Some(link) = link else {
-                v.broken = Some((seq, "no chain field".into()));
-                break 'outer;
-            };
-            if let Some((p, value)) = &prev {
-                if seq != p + 1 {
-                    v.broken = Some((seq, format!("records {}..{} are missing", p + 1, seq - 1)));
-                    break 'outer;
-                }
-                if value != link.prev() {
-                    v.broken = Some((seq, "a record before it was removed or changed".into()));
-                    break 'outer;
-                }
-            }
-            let body = serde_json::to_vec(&bare).unwrap_or_default();
-            match &link {
-                Link::Keyed { prev: p, mac, k } => {
-                    let tag = unhex(mac).unwrap_or_default();
-                    match store.audit_mac_check(*k, &[DS_RECORD, p.as_bytes(), &body], &tag)? {
-                        Some(true) => {}
-                        Some(false) => {
-                            v.broken = Some((
-                                seq,
-                                "the record was edited (its MAC does not match)".into(),
-                            ));
-                            break 'outer;
-                        }
-                        None => {
-                            v.broken = Some((
-                                seq,
-                                format!("keyed with audit key {k}, which this store never had"),
-                            ));
-                            break 'outer;
-                        }
-                    }
-                    v.keyed += 1;
-                    pending.clear();
-                }
-                Link::Unkeyed { prev: p, hash } => {
-                    if digest(p, &body) != *hash {
-                        v.broken = Some((seq, "the record was edited".into()));
-                        break 'outer;
-                    }
-                    if v.keyed == 0 {
-                        legacy = Some((legacy.map_or(seq, |l| l.0), seq));
-                    } else {
-                        pending.push(seq);
-                    }
-                }
-            }
-            prev = Some((seq, link.value().to_owned()));
-        }
-        since = batch.last().map_or(u64::MAX, |e| e.seq.saturating_add(1));
+    let retained_check = store.audit_anchor_check(true)?;
+    let retained = walk(store, true)?;
+    if v.broken.is_none() {
+        v.broken = retained
+            .broken
+            .clone()
+            .or(retained_check.problem)
+            .map(|(seq, why)| (seq, format!("retained refusals and changes: {why}")));
     }
     if v.broken.is_none() {
-        v.broken = check.problem;
-    }
-    if v.broken.is_none() {
-        notes(&mut v, store, legacy, &pending)?;
+        notes(&mut v, store, &trail)?;
+        if retained.records > 0 {
+            v.notes.push(format!(
+                "{} refusals and changes are also kept apart from allowed signatures (intact)",
+                retained.records
+            ));
+        }
     }
     Ok(v)
 }
 
-fn notes(
-    v: &mut Verification,
-    store: &dyn Store,
+/// What walking one journal found.
+#[derive(Clone, Default)]
+struct Walk {
+    records: usize,
+    keyed: usize,
+    broken: Option<(u64, String)>,
+    /// Unkeyed records before the first keyed one (they predate keying).
     legacy: Option<(u64, u64)>,
-    pending: &[u64],
-) -> Result<(), StoreError> {
+    /// Unkeyed records since the last keyed one.
+    pending: Vec<u64>,
+}
+
+/// Checks the links of one journal (the trail: consecutive sequence numbers too).
+fn walk(store: &dyn Store, retained: bool) -> Result<Walk, StoreError> {
+    let mut w = Walk::default();
+    let mut prev: Option<(u64, String)> = None;
+    let mut since = 0;
+    loop {
+        let batch: Vec<AuditEntry> = store.read_audit_journal(retained, since, 1_000)?;
+        if batch.is_empty() {
+            break;
+        }
+        for entry in &batch {
+            w.records += 1;
+            if let Err(why) = step(store, &mut w, &mut prev, entry, !retained)? {
+                w.broken = Some((entry.seq, why));
+                return Ok(w);
+            }
+        }
+        since = batch.last().map_or(u64::MAX, |e| e.seq.saturating_add(1));
+    }
+    Ok(w)
+}
+
+/// Checks one record after `prev`; `Err` says what is wrong with it.
+fn step(
+    store: &dyn Store,
+    w: &mut Walk,
+    prev: &mut Option<(u64, String)>,
+    entry: &AuditEntry,
+    consecutive: bool,
+) -> Result<Result<(), String>, StoreError> {
+    let seq = entry.seq;
+    let (bare, link) = split_chain(&entry.event);
+    let Some(link) = link else {
+        return Ok(Err("no chain field".into()));
+    };
+    if let Some((p, value)) = prev.as_ref() {
+        if consecutive && seq != p + 1 {
+            return Ok(Err(format!("records {}..{} are missing", p + 1, seq - 1)));
+        }
+        if value != link.prev() {
+            return Ok(Err("a record before it was removed or changed".into()));
+        }
+    }
+    let body = serde_json::to_vec(&bare).unwrap_or_default();
+    match &link {
+        Link::Keyed { prev: p, mac, k } => {
+            let tag = unhex(mac).unwrap_or_default();
+            match store.audit_mac_check(*k, &[DS_RECORD, p.as_bytes(), &body], &tag)? {
+                Some(true) => {}
+                Some(false) => {
+                    return Ok(Err("the record was edited (its MAC does not match)".into()));
+                }
+                None => {
+                    return Ok(Err(format!(
+                        "keyed with audit key {k}, which this store never had"
+                    )));
+                }
+            }
+            w.keyed += 1;
+            w.pending.clear();
+        }
+        Link::Unkeyed { prev: p, hash } => {
+            if digest(p, &body) != *hash {
+                return Ok(Err("the record was edited".into()));
+            }
+            if w.keyed == 0 {
+                w.legacy = Some((w.legacy.map_or(seq, |l| l.0), seq));
+            } else {
+                w.pending.push(seq);
+            }
+        }
+    }
+    *prev = Some((seq, link.value().to_owned()));
+    Ok(Ok(()))
+}
+
+fn notes(v: &mut Verification, store: &dyn Store, trail: &Walk) -> Result<(), StoreError> {
+    let (legacy, pending) = (trail.legacy, &trail.pending);
     let anchored = v.anchor.map_or(0, |a| a.seq);
     if let Some((a, b)) = legacy {
         let covered = if v.keyed > 0 {
@@ -460,11 +512,13 @@ mod tests {
         record(&store, &["a", "b", "c"]);
         drop(store);
         let older = dir.path().join("older-audit");
-        std::fs::create_dir(&older).unwrap();
-        for e in std::fs::read_dir(path.join("audit")).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), older.join(e.file_name())).unwrap();
-        }
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(path.join("audit"))
+            .arg(&older)
+            .status()
+            .unwrap();
+        assert!(status.success());
         let seqs = record(&open(&path), &["d", "e"]);
         // The newest record cut off (and its chain is still whole).
         SledStore::remove_audit_for_test(&path, seqs[1]);

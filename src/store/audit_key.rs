@@ -31,6 +31,8 @@ use super::records::{SealedRec, hex_bytes};
 
 /// The anchor's file name in the store directory.
 pub(crate) const ANCHOR_FILE: &str = "audit.anchor";
+/// The anchor of the journal of retained records (refusals and changes).
+pub(crate) const RETAINED_ANCHOR_FILE: &str = "audit-retained.anchor";
 const HKDF_INFO: &[u8] = b"keyward/audit-key/v1";
 const AD_OLD_KEYS: &[u8] = b"keyward/store/audit-keys/v1\0";
 const DS_ANCHOR: &[u8] = b"keyward/audit-anchor/v1\0";
@@ -229,9 +231,9 @@ pub(crate) enum AnchorRead {
     Found(Anchor),
 }
 
-/// Reads the anchor of the store in `dir`.
-pub(crate) fn read_anchor(dir: &Path, keys: &AuditKeys) -> io::Result<AnchorRead> {
-    let bytes = match std::fs::read(dir.join(ANCHOR_FILE)) {
+/// Reads the anchor file at `path`.
+pub(crate) fn read_anchor(path: &Path, keys: &AuditKeys) -> io::Result<AnchorRead> {
+    let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(AnchorRead::Missing),
         Err(e) => return Err(e),
@@ -255,15 +257,15 @@ pub(crate) struct AnchorFile {
 }
 
 impl AnchorFile {
-    /// Opens (creating, `0600`) the anchor file of the store in `dir`.
-    pub(crate) fn open(dir: &Path) -> io::Result<Self> {
+    /// Opens (creating, `0600`) the anchor file at `path`.
+    pub(crate) fn open(path: &Path) -> io::Result<Self> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
-            .open(dir.join(ANCHOR_FILE))?;
+            .open(path)?;
         Ok(Self { file })
     }
 
@@ -322,32 +324,33 @@ mod tests {
 
     #[test]
     fn the_newest_authentic_slot_wins_and_forgeries_are_invalid() {
-        let dir = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join(ANCHOR_FILE);
         let m = MasterKey::random();
         let k = keys(&m, 1);
-        assert_eq!(read_anchor(dir.path(), &k).unwrap(), AnchorRead::Missing);
-        let f = AnchorFile::open(dir.path()).unwrap();
+        assert_eq!(read_anchor(&dir, &k).unwrap(), AnchorRead::Missing);
+        let f = AnchorFile::open(&dir).unwrap();
         f.write(&anchor(1, 10), &k.current).unwrap();
         f.write(&anchor(2, 20), &k.current).unwrap();
         f.write(&anchor(3, 30), &k.current).unwrap();
         assert_eq!(
-            read_anchor(dir.path(), &k).unwrap(),
+            read_anchor(&dir, &k).unwrap(),
             AnchorRead::Found(anchor(3, 30))
         );
         // A torn newest slot: the other one is used.
-        let path = dir.path().join(ANCHOR_FILE);
-        let mut bytes = std::fs::read(&path).unwrap();
+        let path = &dir;
+        let mut bytes = std::fs::read(path).unwrap();
         bytes[SLOT_STRIDE as usize + 40] ^= 1;
-        std::fs::write(&path, &bytes).unwrap();
+        std::fs::write(path, &bytes).unwrap();
         assert_eq!(
-            read_anchor(dir.path(), &k).unwrap(),
+            read_anchor(&dir, &k).unwrap(),
             AnchorRead::Found(anchor(2, 20))
         );
         // Written under another key (someone without this store's master key): invalid.
         let other = keys(&MasterKey::random(), 1);
-        let forged = AnchorFile::open(dir.path()).unwrap();
+        let forged = AnchorFile::open(&dir).unwrap();
         forged.write(&anchor(8, 99), &other.current).unwrap();
         forged.write(&anchor(9, 99), &other.current).unwrap();
-        assert_eq!(read_anchor(dir.path(), &k).unwrap(), AnchorRead::Invalid);
+        assert_eq!(read_anchor(&dir, &k).unwrap(), AnchorRead::Invalid);
     }
 }

@@ -130,6 +130,8 @@ struct State {
     last_env: Option<Vec<u8>>,
     /// Appended since the last `fdatasync`.
     dirty: bool,
+    /// Records kept, once counted (gapped journals only).
+    count: Option<u64>,
 }
 
 /// Writes the anchor (see [`super::audit_key`]) while the store has its audit key.
@@ -146,6 +148,11 @@ struct Inner {
     dir: PathBuf,
     state: Mutex<State>,
     anchor: Mutex<AnchorWriter>,
+    /// The anchor file (outside `dir`).
+    anchor_path: PathBuf,
+    /// Records keep the sequence numbers of the trail they copy, with gaps (the journal of
+    /// retained records): counted by reading, not by `next - head`.
+    gapped: bool,
 }
 
 /// The audit journal of one store. Only the process holding the store's lock opens it.
@@ -156,7 +163,7 @@ pub(crate) struct Journal {
 impl Journal {
     /// Opens (creating if needed) the journal in `dir`, cutting off a torn frame at the end of the
     /// last segment, and starts its background sync thread.
-    pub(crate) fn open(dir: &Path) -> Result<Self> {
+    pub(crate) fn open(dir: &Path, anchor_path: &Path, gapped: bool) -> Result<Self> {
         let err = io_err(dir);
         super::perms::prepare_dir(dir)?;
         let _ = fs::remove_file(dir.join(HEAD_TMP));
@@ -216,7 +223,10 @@ impl Journal {
                 last,
                 last_env,
                 dirty: false,
+                count: None,
             }),
+            anchor_path: anchor_path.to_path_buf(),
+            gapped,
             anchor: Mutex::new(AnchorWriter {
                 file: None,
                 key: None,
@@ -236,10 +246,30 @@ impl Journal {
 
     /// Appends `event`; with `sync`, it is on disk when this returns.
     pub(crate) fn append(&self, event: &AuditEvent, sync: bool) -> Result<u64> {
+        self.append_at(event, sync, None)
+    }
+
+    /// [`append`](Self::append) with sequence number `at` (at least the next one) in a gapped
+    /// journal.
+    pub(crate) fn append_at(&self, event: &AuditEvent, sync: bool, at: Option<u64>) -> Result<u64> {
         let envelope = encode(AUDIT_V, event);
         // Only a synced record is anchored at once (hashed here, before `envelope` moves).
         let anchored = sync.then(|| hash(&envelope));
         let mut st = self.inner.lock();
+        if let Some(at) = at {
+            if at < st.next {
+                return Err(StoreError::corrupt(
+                    format!("audit/{at}"),
+                    CorruptError::Index,
+                ));
+            }
+            if st.last.is_none() && at > st.head {
+                // The first record of a gapped journal is its head.
+                write_head(&self.inner.dir, at)?;
+                st.head = at;
+            }
+            st.next = at;
+        }
         let seq = st.next;
         let bytes = frame(seq, &envelope);
         let active = self.writable_segment(&mut st)?;
@@ -258,6 +288,9 @@ impl Journal {
             event: event.clone(),
         });
         st.last_env = Some(envelope);
+        if let Some(c) = &mut st.count {
+            *c += 1;
+        }
         if let Some(h) = anchored {
             st.dirty = false;
             let head = st.head;
@@ -383,13 +416,24 @@ impl Journal {
 
     /// Keeps the newest `max_count` records; returns how many were dropped.
     pub(crate) fn prune(&self, max_count: usize) -> Result<usize> {
+        let max = max_count as u64;
+        let gapped_head = if self.inner.gapped {
+            match self.gapped_head(max)? {
+                Some(head) => Some(head),
+                None => return Ok(0),
+            }
+        } else {
+            None
+        };
         let mut st = self.inner.lock();
         let kept = st.next - st.head;
-        let max = max_count as u64;
-        if kept <= max {
+        if gapped_head.is_none() && kept <= max {
             return Ok(0);
         }
-        let head = st.next - max;
+        let head = gapped_head.unwrap_or(st.next - max);
+        if self.inner.gapped {
+            st.count = Some(max);
+        }
         let dir = &self.inner.dir;
         // The anchor learns the new head first: a crash before HEAD is written leaves an anchor
         // whose head is newer than HEAD, which is not mistaken for records cut from the front.
@@ -407,6 +451,29 @@ impl Journal {
             fs::remove_file(dir.join(segment_name(first))).map_err(io_err(dir))?;
         }
         Ok(usize::try_from(dropped).unwrap_or(usize::MAX))
+    }
+
+    /// The head that keeps the newest `max` records of a gapped journal; `None` if it holds no
+    /// more. Counts the records by reading them once, then keeps the count.
+    fn gapped_head(&self, max: u64) -> Result<Option<u64>> {
+        let (head, count) = {
+            let st = self.inner.lock();
+            (st.head, st.count)
+        };
+        if count.is_some_and(|c| c <= max) {
+            return Ok(None);
+        }
+        let mut seqs = Vec::new();
+        self.each_frame(head, |seq, _| {
+            seqs.push(seq);
+            Ok(true)
+        })?;
+        let n = seqs.len() as u64;
+        if n <= max {
+            self.inner.lock().count = Some(n);
+            return Ok(None);
+        }
+        Ok(Some(seqs[usize::try_from(n - max).expect("fits")]))
     }
 
     /// Copies audit records of an older store (sled tree values, oldest first) into this empty
@@ -554,6 +621,12 @@ impl Journal {
             let st = self.inner.lock();
             (st.head, st.last.as_ref().map(|e| e.seq))
         };
+        // A gapped journal that never had a record has no head of its own yet.
+        let head = if self.inner.gapped && last.is_none() {
+            0
+        } else {
+            head
+        };
         let mut first = None;
         self.each_frame(head, |s, _| {
             first = Some(s);
@@ -600,9 +673,8 @@ impl Inner {
         };
         // Never move back to an older record (a synced append racing the sync thread).
         let rec = if rec.0 >= a.rec.0 { rec } else { a.rec };
-        let store_dir = self.dir.parent().unwrap_or(&self.dir);
         if a.file.is_none() {
-            a.file = Some(AnchorFile::open(store_dir)?);
+            a.file = Some(AnchorFile::open(&self.anchor_path)?);
         }
         let anchor = Anchor {
             epoch,

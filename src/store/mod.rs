@@ -152,9 +152,11 @@ pub trait AuditLog {
     /// Like `append_audit`, but not synced before returning: the record survives a crash of the
     /// process at once and reaches the disk within half a second. For high-rate records.
     fn append_audit_lazy(&self, event: &AuditEvent) -> Result<u64>;
-    /// Up to `limit` events with `seq >= since_seq`, oldest first.
+    /// Up to `limit` events with `seq >= since_seq`, oldest first: retained records older than
+    /// the trail's oldest, then the trail.
     fn read_audit(&self, since_seq: u64, limit: usize) -> Result<Vec<AuditEntry>>;
-    /// Keeps the newest `max_count` events; returns how many were removed.
+    /// Keeps the newest `max_count` events of the trail, and the newest `max_count` retained
+    /// records; returns how many were removed.
     fn prune_audit(&self, max_count: usize) -> Result<usize>;
     /// The newest audit record, if any.
     fn last_audit(&self) -> Result<Option<AuditEntry>>;
@@ -165,8 +167,23 @@ pub trait AuditLog {
     /// no key of that epoch. [`StoreError::Sealed`] while sealed.
     fn audit_mac_check(&self, epoch: u64, parts: &[&[u8]], tag: &[u8]) -> Result<Option<bool>>;
     /// The sealed anchor (newest record on disk, `HEAD`, counter) compared with the trail on
-    /// disk. [`StoreError::Sealed`] while sealed.
-    fn audit_anchor_check(&self) -> Result<AnchorCheck>;
+    /// disk (`retained`: the journal of retained records). [`StoreError::Sealed`] while sealed.
+    fn audit_anchor_check(&self, retained: bool) -> Result<AnchorCheck>;
+    /// Keeps a copy of record `seq` (a refusal or change, with its own chain link) in the journal
+    /// of retained records, which [`prune_audit`](AuditLog::prune_audit) bounds on its own so
+    /// that a flood of allowed signatures cannot push it out. Durable within the background
+    /// flush interval (the record itself already is).
+    fn append_audit_retained(&self, seq: u64, event: &AuditEvent) -> Result<()>;
+    /// Up to `limit` records with `seq >= since_seq` of one journal (`retained`: the retained
+    /// records, with their own chain links; else the trail), oldest first, as stored.
+    fn read_audit_journal(
+        &self,
+        retained: bool,
+        since_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>>;
+    /// The newest retained record.
+    fn last_audit_retained(&self) -> Result<Option<AuditEntry>>;
 }
 
 /// The whole store, as one object-safe trait (`Arc<dyn Store>`).

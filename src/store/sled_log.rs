@@ -53,7 +53,40 @@ impl AuditLog for SledStore {
     }
 
     fn read_audit(&self, since_seq: u64, limit: usize) -> Result<Vec<AuditEntry>> {
-        self.journal.read(since_seq, limit)
+        // Retained records older than the trail's oldest come first: refusals and changes that
+        // signatures pushed out of the trail.
+        let (head, first, _) = self.journal.bounds()?;
+        let oldest = first.unwrap_or(head).max(head);
+        let mut out = Vec::new();
+        if since_seq < oldest {
+            out = self.retained.read(since_seq, limit)?;
+            out.retain(|e| e.seq < oldest);
+        }
+        if out.len() < limit {
+            out.extend(self.journal.read(since_seq, limit - out.len())?);
+        }
+        Ok(out)
+    }
+
+    fn append_audit_retained(&self, seq: u64, event: &AuditEvent) -> Result<()> {
+        self.retained.append_at(event, false, Some(seq)).map(drop)
+    }
+
+    fn read_audit_journal(
+        &self,
+        retained: bool,
+        since_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>> {
+        if retained {
+            self.retained.read(since_seq, limit)
+        } else {
+            self.journal.read(since_seq, limit)
+        }
+    }
+
+    fn last_audit_retained(&self) -> Result<Option<AuditEntry>> {
+        Ok(self.retained.last())
     }
 
     fn last_audit(&self) -> Result<Option<AuditEntry>> {
@@ -61,7 +94,7 @@ impl AuditLog for SledStore {
     }
 
     fn prune_audit(&self, max_count: usize) -> Result<usize> {
-        self.journal.prune(max_count)
+        Ok(self.journal.prune(max_count)? + self.retained.prune(max_count)?)
     }
 
     fn audit_mac(&self, parts: &[&[u8]]) -> Option<(u64, [u8; 32])> {
@@ -75,15 +108,20 @@ impl AuditLog for SledStore {
             })
     }
 
-    fn audit_anchor_check(&self) -> Result<AnchorCheck> {
+    fn audit_anchor_check(&self, retained: bool) -> Result<AnchorCheck> {
         let keys = self.audit_keys().ok_or_else(|| StoreError::Sealed {
             path: self.path.clone(),
         })?;
         // Records waiting for the background sync are synced and anchored first.
-        if self.journal.is_anchoring() {
-            self.journal.anchor_now()?;
+        let journal = if retained {
+            &self.retained
+        } else {
+            &self.journal
+        };
+        if journal.is_anchoring() {
+            journal.anchor_now()?;
         }
-        self.check_anchor(&keys)
+        self.check_anchor(&keys, retained)
     }
 }
 

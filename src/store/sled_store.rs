@@ -149,6 +149,10 @@ pub struct SledStore {
     _lock: StoreLock,
     /// The audit records, in `<store>/audit/` (see [`Journal`] for why not in sled).
     pub(crate) journal: Journal,
+    /// Copies of the records other than allowed signatures (refusals, changes), in
+    /// `<store>/audit/retained/`, pruned on their own so a flood of signatures cannot push
+    /// them out.
+    pub(crate) retained: Journal,
     state: RwLock<State>,
 }
 
@@ -203,6 +207,23 @@ pub(crate) fn open_db(dir: &Path, opts: StoreOptions) -> Result<sled::Db> {
 
 /// The audit journal's directory inside the store.
 pub(crate) const JOURNAL_DIR: &str = "audit";
+/// The retained records' journal, inside [`JOURNAL_DIR`].
+pub(crate) const RETAINED_DIR: &str = "retained";
+
+/// Opens the audit journal and the journal of retained records.
+fn open_journals(dir: &Path) -> Result<(Journal, Journal)> {
+    let journal = Journal::open(
+        &dir.join(JOURNAL_DIR),
+        &dir.join(super::audit_key::ANCHOR_FILE),
+        false,
+    )?;
+    let retained = Journal::open(
+        &dir.join(JOURNAL_DIR).join(RETAINED_DIR),
+        &dir.join(super::audit_key::RETAINED_ANCHOR_FILE),
+        true,
+    )?;
+    Ok((journal, retained))
+}
 
 /// Moves the audit records of a store written before the journal existed out of the sled tree:
 /// copied into the empty journal all at once (a synced, renamed file), then removed from sled.
@@ -282,9 +303,10 @@ impl SledStore {
         t.meta
             .insert(META_SCHEMA, &migrate::CURRENT_SCHEMA.to_be_bytes())?;
         db.flush()?;
-        let journal = Journal::open(&dir.join(JOURNAL_DIR))?;
+        let (journal, retained) = open_journals(dir)?;
         let keys = AuditKeys::open(&master, generation, None).expect("no sealed keys to open");
         journal.set_anchor_key(Some((generation, keys.current.clone())), 0)?;
+        retained.set_anchor_key(Some((generation, keys.current.clone())), 0)?;
         // The key file is written last: it is what makes the directory a store.
         KeyFile {
             generation,
@@ -305,6 +327,7 @@ impl SledStore {
             opts,
             _lock: lock,
             journal,
+            retained,
             state: RwLock::new(state),
         })
     }
@@ -366,7 +389,7 @@ impl SledStore {
                 passphrase_set: true,
             },
         };
-        let journal = Journal::open(&dir.join(JOURNAL_DIR))?;
+        let (journal, retained) = open_journals(dir)?;
         move_audit_tree(&db, &t, &journal)?;
         let store = Self {
             path: dir.to_path_buf(),
@@ -374,6 +397,7 @@ impl SledStore {
             opts,
             _lock: lock,
             journal,
+            retained,
             state: RwLock::new(state),
         };
         let keys = store.state().audit.clone();
@@ -441,33 +465,40 @@ impl SledStore {
 
     /// Checks the audit anchor against the journal: what it vouches for, and the first thing
     /// that disagrees.
-    pub(crate) fn check_anchor(&self, keys: &AuditKeys) -> Result<AnchorCheck> {
+    pub(crate) fn check_anchor(&self, keys: &AuditKeys, retained: bool) -> Result<AnchorCheck> {
         let jerr = |source| StoreError::Journal {
             path: self.path.join(JOURNAL_DIR),
             source,
         };
-        let (head, first, last) = self.journal.bounds()?;
+        let (journal, anchor_file) = if retained {
+            (&self.retained, super::audit_key::RETAINED_ANCHOR_FILE)
+        } else {
+            (&self.journal, super::audit_key::ANCHOR_FILE)
+        };
+        let (head, first, last) = journal.bounds()?;
         let anchored = self.key_file()?.anchored;
         let mut check = AnchorCheck {
             anchor: None,
             problem: None,
         };
         let problem = |seq: u64, why: String| Some((seq, why));
-        match read_anchor(&self.path, keys).map_err(jerr)? {
+        match read_anchor(&self.path.join(anchor_file), keys).map_err(jerr)? {
             AnchorRead::Missing => {
                 if anchored && last.is_some() {
                     check.problem = problem(
                         last.unwrap_or(0),
-                        "audit.anchor is missing (deleted?): a cut or replaced trail cannot be ruled out"
-                            .into(),
+                        format!(
+                            "{anchor_file} is missing (deleted?): a cut or replaced trail cannot be ruled out"
+                        ),
                     );
                 }
             }
             AnchorRead::Invalid => {
                 check.problem = problem(
                     last.unwrap_or(0),
-                    "audit.anchor does not authenticate under this store's audit keys: it was forged or damaged"
-                        .into(),
+                    format!(
+                        "{anchor_file} does not authenticate under this store's audit keys: it was forged or damaged"
+                    ),
                 );
             }
             AnchorRead::Found(a) => {
@@ -502,7 +533,7 @@ impl SledStore {
                         ),
                     )
                 } else if a.seq > 0 {
-                    match self.journal.envelope(a.seq)? {
+                    match journal.envelope(a.seq)? {
                         None => problem(
                             a.seq,
                             format!("record {} that the anchor vouches for is missing", a.seq),
@@ -528,14 +559,15 @@ impl SledStore {
     /// trail: then the anchor is left as it is, as evidence, and `audit verify` reports it
     /// (records are still MACed).
     fn start_anchoring(&self, keys: &AuditKeys) -> Result<()> {
-        let check = self.check_anchor(keys)?;
-        if let Some((seq, why)) = &check.problem {
-            tracing::error!(seq, problem = %why, "the audit trail does not match its anchor; not re-anchoring it");
-            return Ok(());
+        for (journal, retained) in [(&self.journal, false), (&self.retained, true)] {
+            let check = self.check_anchor(keys, retained)?;
+            if let Some((seq, why)) = &check.problem {
+                tracing::error!(seq, problem = %why, "the audit trail does not match its anchor; not re-anchoring it");
+                continue;
+            }
+            let counter = check.anchor.map_or(0, |a| a.counter);
+            journal.set_anchor_key(Some((keys.epoch, keys.current.clone())), counter)?;
         }
-        let counter = check.anchor.map_or(0, |a| a.counter);
-        self.journal
-            .set_anchor_key(Some((keys.epoch, keys.current.clone())), counter)?;
         let mut key_file = self.key_file()?;
         if !key_file.anchored {
             key_file.anchored = true;
@@ -673,11 +705,15 @@ impl VaultTrait for SledStore {
 
     fn seal(&self) {
         // What was written so far is anchored before the key goes.
-        if let Err(e) = self.journal.anchor_now() {
-            tracing::error!(error = %e, "cannot anchor the audit trail before sealing");
-        }
-        if let Err(e) = self.journal.set_anchor_key(None, 0) {
-            tracing::error!(error = %e, "cannot stop anchoring the audit trail");
+        for journal in [&self.journal, &self.retained] {
+            if journal.is_anchoring()
+                && let Err(e) = journal.anchor_now()
+            {
+                tracing::error!(error = %e, "cannot anchor the audit trail before sealing");
+            }
+            if let Err(e) = journal.set_anchor_key(None, 0) {
+                tracing::error!(error = %e, "cannot stop anchoring the audit trail");
+            }
         }
         let mut st = self.state_mut();
         st.master = None;
@@ -728,9 +764,13 @@ impl VaultTrait for SledStore {
             st.master = Some(new_master);
             st.audit = Some(new_keys.clone());
             drop(st);
-            if self.journal.is_anchoring() {
-                self.journal
-                    .set_anchor_key(Some((new_keys.epoch, new_keys.current.clone())), 0)?;
+            if self.journal.is_anchoring() || self.retained.is_anchoring() {
+                for journal in [&self.journal, &self.retained] {
+                    if journal.is_anchoring() {
+                        journal
+                            .set_anchor_key(Some((new_keys.epoch, new_keys.current.clone())), 0)?;
+                    }
+                }
             } else {
                 self.start_anchoring(&new_keys)?;
             }

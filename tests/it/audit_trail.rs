@@ -413,3 +413,57 @@ fn attacks_on_the_trail_files_are_reported() {
     stop(&mut agent);
     assert_eq!(code, Some(0), "{out}");
 }
+
+/// Allowed signatures flooding the trail (through the agent protocol, far more than its
+/// retention) push older signatures out, but every refusal stays listed and verified.
+#[test]
+fn a_flood_of_signatures_keeps_every_refusal() {
+    const RETENTION: usize = 40;
+    const FLOOD: usize = 2_100;
+    let env = &Env::no_passphrase();
+    let config = env.root().join("keyward.toml");
+    std::fs::write(&config, format!("[audit]\nmax_events = {RETENTION}\n")).expect("config");
+    let mut agent = env.start_agent(&["--config", config.to_str().expect("utf-8")]);
+    let aud = stored_key(env, "aud", "ed25519");
+    env.kw_ok(&["policy", "set", "aud", "--purpose", "git"]);
+    let refusals = 3;
+    for _ in 0..refusals {
+        assert_refuses(&agent, &aud, "file");
+    }
+    let plain = stored_key(env, "plain", "ed25519");
+    let mut client = crate::wire::Client::connect(agent.socket());
+    for i in 0..FLOOD {
+        let reply = client.sign(&plain.blob(), format!("flood {i}").as_bytes(), 0);
+        assert_eq!(reply[0], 14, "signature {i} answered SIGN_RESPONSE");
+    }
+    drop(client);
+    let records = audit_records(env, None);
+    let allowed = records
+        .iter()
+        .filter(|r| r["action"] == "sign" && r["outcome"] == "allowed")
+        .count();
+    assert!(
+        allowed < 1_000 + RETENTION,
+        "the flood was pruned ({allowed} allowed signatures listed)"
+    );
+    let refused: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["action"] == "sign" && r["outcome"] == "refused")
+        .collect();
+    assert_eq!(
+        refused.len(),
+        refusals,
+        "every refusal is still listed: {refused:#?}"
+    );
+    assert!(
+        records.iter().any(|r| r["action"] == "policy set"
+            || r["action"].as_str().is_some_and(|a| a.contains("policy"))),
+        "the policy change is still listed"
+    );
+    let (code, out) = verify(env);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("kept apart"), "{out}");
+    stop(&mut agent);
+    let (code, out) = verify(env);
+    assert_eq!(code, Some(0), "offline: {out}");
+}
