@@ -137,6 +137,19 @@ impl KeyFile {
     }
 }
 
+/// The vault record of the store in `store_dir` as `meta/vault` held it (envelope and all), and
+/// the directory of its sled database: for tools that read raw records, such as the fuzzers'
+/// seed recorder.
+pub fn raw_vault_record(store_dir: &Path) -> Result<(Vec<u8>, PathBuf)> {
+    let key_file = KeyFile::read(store_dir)?.ok_or_else(|| StoreError::NotInitialised {
+        path: store_dir.to_path_buf(),
+    })?;
+    Ok((
+        key_file.vault.encode(),
+        store_dir.join(db_dir_name(key_file.generation)),
+    ))
+}
+
 /// Syncs a directory, so a rename or removal in it is durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)

@@ -43,6 +43,7 @@ pub use crypto::KdfParams;
 pub(crate) use crypto::{Sealed, open as aead_open, seal as aead_seal};
 pub use error::{CorruptError, Result, StoreError};
 pub use journal::raw_audit_records;
+pub use keyfile::raw_vault_record;
 pub use migrate::CURRENT_SCHEMA;
 pub use records::{RecordKind, check_record};
 pub use sled_certs::DueIter;

@@ -280,7 +280,6 @@ pub(crate) enum Vault {
 
 impl Vault {
     /// The envelope `meta/vault` held (tests build stores of that layout with it).
-    #[cfg(test)]
     pub(crate) fn encode(&self) -> Vec<u8> {
         self.with_rec(|rec| encode(VAULT_V, rec))
     }

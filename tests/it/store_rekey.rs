@@ -240,3 +240,59 @@ fn a_passphrase_change_leaves_nothing_the_old_passphrase_opens() {
         );
     }
 }
+
+/// Runs `keyward ARGS` of `env` on a terminal (a pseudo-terminal made by `script`) whose keyboard
+/// types `typed`; returns what the terminal showed.
+fn kw_on_terminal(env: &Env, args: &str, typed: &str) -> crate::util::Output {
+    let script = crate::util::require_tool("script");
+    let input = env.root().join("typed");
+    fs::write(&input, typed).expect("write typed input");
+    let kw = env.kw_command();
+    let mut cmd = std::process::Command::new(script);
+    cmd.env_clear();
+    for (k, v) in kw.get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    cmd.current_dir(env.root())
+        .arg("-qec")
+        .arg(format!("{} {args}", crate::util::cli_bin()))
+        .arg("/dev/null")
+        .stdin(fs::File::open(&input).expect("typed input"));
+    crate::util::run(&mut cmd)
+}
+
+#[test]
+fn creating_a_store_on_a_terminal_asks_for_a_passphrase() {
+    // A passphrase typed twice: the store is created with it.
+    let env = Env::new();
+    let out = kw_on_terminal(&env, "key list", "typed secret\ntyped secret\n");
+    out.assert_success("keyward key list creating the store on a terminal");
+    assert!(out.stdout.contains("choose a passphrase"), "{out:#?}");
+    let vault = &key_file_json(&env.store())["vault"];
+    assert_eq!(vault["passphrase"], Value::Bool(true), "{vault}");
+    let store = SledStore::open(&env.store()).expect("open");
+    assert!(store.is_sealed());
+    store
+        .unseal(b"typed secret")
+        .expect("the typed passphrase opens it");
+
+    // Empty: no passphrase, and the warning is on the terminal, not only in a log.
+    let env = Env::new();
+    let out = kw_on_terminal(&env, "key list", "\n");
+    out.assert_success("keyward key list, empty passphrase");
+    assert!(out.stdout.contains("NO passphrase"), "{out:#?}");
+    assert_eq!(
+        key_file_json(&env.store())["vault"]["passphrase"],
+        Value::Bool(false)
+    );
+
+    // Not on a terminal (scripts, tests, systemd): nothing is asked, as before.
+    let env = Env::new();
+    env.kw_ok(&["key", "list"]);
+    assert_eq!(
+        key_file_json(&env.store())["vault"]["passphrase"],
+        Value::Bool(false)
+    );
+}
