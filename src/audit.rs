@@ -11,7 +11,7 @@
 //!   keyward before records were keyed. The next keyed record covers them: its MAC includes the
 //!   hash of the last one, which depends on all of them.
 //!
-//! The store's anchor (newest record on disk, `HEAD`, a counter; MACed, outside the trail
+//! The store's anchor (newest record on disk, `HEAD`, a counter; authenticated, outside the trail
 //! directory) catches what a chain alone cannot: a cut tail, a deleted newest segment, a rewritten
 //! `HEAD`, an older copy of the trail put back. Retention pruning removes the oldest records, so
 //! verification starts at the oldest record kept, which the anchor names.
@@ -205,15 +205,12 @@ impl Auditor {
     /// The chain link of a record whose JSON is `body` after `prev`: keyed when the store has
     /// its audit key, else hashed (sealed: keyed by the first keyed record after the unseal).
     fn link(&self, prev: &str, body: &[u8]) -> (Value, String) {
-        match self.store.audit_mac(&[DS_RECORD, prev.as_bytes(), body]) {
-            Some((k, mac)) => {
-                let mac = hex(&mac);
-                (json!({ "prev": prev, "mac": mac, "k": k }), mac)
-            }
-            None => {
-                let hash = digest(prev, body);
-                (json!({ "prev": prev, "hash": hash }), hash)
-            }
+        if let Some((k, mac)) = self.store.audit_mac(&[DS_RECORD, prev.as_bytes(), body]) {
+            let mac = hex(&mac);
+            (json!({ "prev": prev, "mac": mac, "k": k }), mac)
+        } else {
+            let hash = digest(prev, body);
+            (json!({ "prev": prev, "hash": hash }), hash)
         }
     }
 

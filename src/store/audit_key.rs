@@ -6,7 +6,7 @@
 //! generation); a re-key keeps the audit keys of earlier epochs, sealed under the new master key
 //! in the key file, so records written before a passphrase change still verify.
 //!
-//! *Anchor.* `<store>/audit.anchor` holds, MACed under the current audit key: a counter that
+//! *Anchor.* `<store>/audit.anchor` holds, authenticated by the current audit key: a counter that
 //! grows with every write, the oldest sequence number kept (`HEAD`), the newest record that is on
 //! disk, and the SHA-256 of that record's bytes. It sits outside `<store>/audit/` so that
 //! replacing the trail directory with an older copy, cutting its tail or deleting its newest
@@ -340,7 +340,7 @@ mod tests {
         // A torn newest slot: the other one is used.
         let path = &dir;
         let mut bytes = std::fs::read(path).unwrap();
-        bytes[SLOT_STRIDE as usize + 40] ^= 1;
+        bytes[usize::try_from(SLOT_STRIDE).unwrap() + 40] ^= 1;
         std::fs::write(path, &bytes).unwrap();
         assert_eq!(
             read_anchor(&dir, &k).unwrap(),

@@ -59,7 +59,7 @@ pub(crate) fn copy_database(
                 }
                 match (name, reseal) {
                     ("keys", Some((old, new))) => {
-                        batch.insert(k.as_ref(), reseal_key(&k, &v, old, new)?)
+                        batch.insert(k.as_ref(), reseal_key(&k, &v, old, new)?);
                     }
                     _ => batch.insert(k, v),
                 }

@@ -557,7 +557,7 @@ impl SledStore {
 
     /// Starts anchoring the audit trail with `keys`, unless the anchor on disk disagrees with the
     /// trail: then the anchor is left as it is, as evidence, and `audit verify` reports it
-    /// (records are still MACed).
+    /// (records are still authenticated).
     fn start_anchoring(&self, keys: &AuditKeys) -> Result<()> {
         for (journal, retained) in [(&self.journal, false), (&self.retained, true)] {
             let check = self.check_anchor(keys, retained)?;

@@ -238,7 +238,11 @@ fn rechain(event: &mut Value, prev: &str) {
         .chain_update(prev.as_bytes())
         .chain_update(&body)
         .finalize();
-    let hash: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    let hash = hash.iter().fold(String::new(), |mut s, b| {
+        use std::fmt::Write as _;
+        let _ = write!(s, "{b:02x}");
+        s
+    });
     event["detail"]["chain"] = serde_json::json!({ "prev": prev, "hash": hash });
 }
 
@@ -294,6 +298,28 @@ fn assert_detected(env: &Env, attack: &str, says: &str) {
     );
 }
 
+/// The journal `frames` with record `dropped` removed, every later record re-chained with
+/// SHA-256 and renumbered so the sequence has no gap: a valid chain of the old kind.
+fn without(frames: &[(u64, Vec<u8>)], dropped: u64) -> Vec<(u64, Vec<u8>)> {
+    let mut forged: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut prev = String::new();
+    for (seq, env_bytes) in frames {
+        let mut event = body(env_bytes);
+        if *seq < dropped {
+            prev = chain_value(&event);
+            forged.push((*seq, env_bytes.clone()));
+        } else if *seq > dropped {
+            rechain(&mut event, &prev);
+            prev = chain_value(&event);
+            let typed: keyward::store::AuditEvent =
+                serde_json::from_value(event).expect("an audit event");
+            let bytes = serde_json::to_vec(&typed).expect("json");
+            forged.push((seq - 1, envelope(env_bytes[0], &bytes)));
+        }
+    }
+    forged
+}
+
 #[test]
 fn attacks_on_the_trail_files_are_reported() {
     let env = &Env::no_passphrase();
@@ -330,25 +356,7 @@ fn attacks_on_the_trail_files_are_reported() {
     let frames = read_journal(env);
     let last = frames.last().expect("records").0;
 
-    // The refusal dropped, every later record re-chained with SHA-256 and renumbered so the
-    // sequence has no gap: a valid chain of the old kind.
-    let mut forged: Vec<(u64, Vec<u8>)> = Vec::new();
-    let mut prev = String::new();
-    for (seq, env_bytes) in &frames {
-        let mut event = body(env_bytes);
-        if *seq < refused {
-            prev = chain_value(&event);
-            forged.push((*seq, env_bytes.clone()));
-        } else if *seq > refused {
-            rechain(&mut event, &prev);
-            prev = chain_value(&event);
-            let typed: keyward::store::AuditEvent =
-                serde_json::from_value(event).expect("an audit event");
-            let bytes = serde_json::to_vec(&typed).expect("json");
-            forged.push((seq - 1, envelope(env_bytes[0], &bytes)));
-        }
-    }
-    write_journal(env, &forged, &[]);
+    write_journal(env, &without(&frames, refused), &[]);
     assert_detected(env, "a dropped refusal with the rest re-chained", "anchor");
 
     restore(env, &pristine);
