@@ -481,6 +481,12 @@ mod tests {
             (2, 0, None),
             "{v:?}"
         );
+        assert!(
+            v.notes
+                .iter()
+                .any(|n| n.contains("records 1..2 predate keying") && n.contains("anchor")),
+            "{v:?}"
+        );
         record(&sealed, &["c"]);
         let v = verify(sealed.as_ref()).unwrap();
         assert_eq!(

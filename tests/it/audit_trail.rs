@@ -475,3 +475,71 @@ fn a_flood_of_signatures_keeps_every_refusal() {
     let (code, out) = verify(env);
     assert_eq!(code, Some(0), "offline: {out}");
 }
+
+/// A daemon started without its passphrase still audits what `ssh-add`ed keys sign; the trail
+/// cannot be verified until the store is unsealed, and then it verifies whole.
+#[test]
+fn records_written_while_sealed_verify_after_the_unseal() {
+    let env = &Env::with_passphrase();
+    let mut agent = env.start_agent(&[]);
+    let key = env.root().join("id_added");
+    let out = crate::util::run(
+        crate::util::clean_command(crate::util::require_tool("ssh-keygen"), env.root())
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "added", "-f"])
+            .arg(&key),
+    );
+    out.assert_success("ssh-keygen");
+    agent
+        .ssh_add(&[key.to_str().expect("utf-8")])
+        .assert_success("ssh-add");
+    let data = env.root().join("data");
+    std::fs::write(&data, b"signed while sealed").expect("data");
+    let pub_only = env.root().join("pub");
+    std::fs::create_dir(&pub_only).expect("mkdir");
+    std::fs::copy(key.with_extension("pub"), pub_only.join("id_added.pub")).expect("copy pub");
+    let out = crate::util::run(
+        crate::util::clean_command(crate::util::require_tool("ssh-keygen"), env.root())
+            .env("SSH_AUTH_SOCK", agent.socket())
+            .args(["-Y", "sign", "-n", "file", "-f"])
+            .arg(pub_only.join("id_added.pub"))
+            .arg(&data),
+    );
+    out.assert_success("ssh-keygen -Y sign through the sealed agent");
+    let (code, out) = verify(env);
+    assert_ne!(
+        code,
+        Some(0),
+        "a sealed store cannot verify its trail: {out}"
+    );
+    assert!(out.contains("sealed"), "{out}");
+
+    let pass = env.pass_file(crate::env::STORE_PASS);
+    env.kw_ok(&["unlock", "--passphrase-file", &pass]);
+    let (code, out) = verify(env);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("intact"), "{out}");
+    stop(&mut agent);
+    let records = audit_records_offline(env, &pass);
+    let signed = records
+        .iter()
+        .find(|r| r["action"] == "sign" && r["outcome"] == "allowed")
+        .unwrap_or_else(|| panic!("the signature made while sealed is recorded: {records:#?}"));
+    assert!(
+        signed["detail"]["chain"]["hash"].is_string(),
+        "unkeyed: {signed}"
+    );
+}
+
+/// `keyward audit --json` offline on a sealed store, unsealed with the passphrase file.
+fn audit_records_offline(env: &Env, pass: &str) -> Vec<Value> {
+    let out = crate::util::run(
+        env.kw_command()
+            .env("KEYWARD_PASSPHRASE_FILE", pass)
+            .args(["audit", "--json"]),
+    );
+    out.assert_success("keyward audit --json offline");
+    out.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect()
+}
