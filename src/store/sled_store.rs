@@ -507,7 +507,10 @@ impl SledStore {
                     head: a.head,
                     seq: a.seq,
                 });
-                check.problem = if head > a.head {
+                // An anchor of the still empty journal of retained records knows no head yet:
+                // its first record sets one.
+                let knows_head = !(retained && a.seq == 0);
+                check.problem = if knows_head && head > a.head {
                     problem(
                         head,
                         format!(

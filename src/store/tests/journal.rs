@@ -171,3 +171,41 @@ fn an_empty_last_segment_continues_the_chain_of_the_one_before() {
     assert_eq!(store.append_audit(&event(3)).unwrap(), 4);
     assert_eq!(seqs(&store, 0), [1, 2, 3, 4]);
 }
+
+#[test]
+fn retained_records_outlive_pruning_of_the_trail_and_are_bounded_on_their_own() {
+    let (dir, store) = new_store();
+    // Every fifth record is a refusal kept apart as well.
+    for i in 1..=50u64 {
+        let seq = store.append_audit_lazy(&event(i)).unwrap();
+        if i % 5 == 0 {
+            store.append_audit_retained(seq, &event(i)).unwrap();
+        }
+    }
+    store.prune_audit(12).unwrap();
+    // The trail keeps 39..=50; the retained records older than that come first.
+    let main: Vec<u64> = (39..=50).collect();
+    let listed = [vec![5, 10, 15, 20, 25, 30, 35], main.clone()].concat();
+    assert_eq!(seqs(&store, 0), listed);
+    assert_eq!(seqs(&store, 21), [vec![25, 30, 35], main].concat());
+    let retained = |s: &SledStore| -> Vec<u64> {
+        s.read_audit_journal(true, 0, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect()
+    };
+    assert_eq!(retained(&store), [5, 10, 15, 20, 25, 30, 35, 40, 45, 50]);
+    // Bounded too, by the same number, and the bound survives a reopen.
+    for i in 51..=70u64 {
+        let seq = store.append_audit(&event(i)).unwrap();
+        store.append_audit_retained(seq, &event(i)).unwrap();
+    }
+    store.prune_audit(12).unwrap();
+    let newest: Vec<u64> = (59..=70).collect();
+    assert_eq!(retained(&store), newest);
+    drop(store);
+    let store = SledStore::open(&store_dir(&dir)).unwrap();
+    assert_eq!(retained(&store), newest);
+    assert_eq!(seqs(&store, 0), newest);
+}
