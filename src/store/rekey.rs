@@ -159,7 +159,11 @@ pub(crate) fn holds_more_than_init_leftovers(dir: &Path) -> bool {
 
 /// What an `init` writes before its key file besides the database: the journal directory and
 /// the anchor (empty of records: nothing is audited before the store exists).
-const INIT_LEFTOVERS: [&str; 2] = ["audit", super::audit_key::ANCHOR_FILE];
+const INIT_LEFTOVERS: [&str; 3] = [
+    "audit",
+    super::audit_key::ANCHOR_FILE,
+    super::audit_key::RETAINED_ANCHOR_FILE,
+];
 
 /// Removes what an `init` that stopped before writing its key file left (see
 /// [`holds_more_than_init_leftovers`]).

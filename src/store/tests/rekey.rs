@@ -249,3 +249,25 @@ fn a_rekey_that_stopped_before_its_commit_leaves_the_old_store() {
         distinctive(1, 64)
     );
 }
+
+#[test]
+fn an_init_that_stopped_before_its_key_file_can_be_run_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    drop(SledStore::init(&dir, None, cheap()).unwrap());
+    // What an init leaves before its commit point: everything but the key file.
+    std::fs::remove_file(dir.join("master.key")).unwrap();
+    assert!(matches!(
+        SledStore::open(&dir),
+        Err(StoreError::NotInitialised { .. })
+    ));
+    let store = SledStore::init(&dir, Some(PASS), cheap()).unwrap();
+    let id = store.put_key(new_key("k", 1), NOW).unwrap();
+    drop(store);
+    let store = SledStore::open(&dir).unwrap();
+    store.unseal(PASS).unwrap();
+    assert_eq!(
+        store.private_key(id).unwrap().as_bytes(),
+        distinctive(1, 64)
+    );
+}
