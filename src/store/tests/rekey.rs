@@ -271,3 +271,47 @@ fn an_init_that_stopped_before_its_key_file_can_be_run_again() {
         distinctive(1, 64)
     );
 }
+
+#[test]
+fn a_rekey_that_stopped_after_its_commit_finishes_on_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    let store = SledStore::init(&dir, None, cheap()).unwrap();
+    let id = store.put_key(new_key("k", 1), NOW).unwrap();
+    drop(store);
+    let old = ciphertexts(&dir);
+    let old_hex = hex_encode(&old[0].1.private.ciphertext);
+    let old_ct = &old_hex.as_bytes()[..64];
+    // Keep the old database, as a process killed between the key file's rename and the old
+    // directory's deletion leaves it.
+    let kept = tmp.path().join("db-1");
+    std::fs::rename(dir.join("db-1"), &kept).unwrap();
+    let mut copy = std::process::Command::new("cp");
+    assert!(
+        copy.arg("-a")
+            .arg(&kept)
+            .arg(dir.join("db-1"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    let store = SledStore::open(&dir).unwrap();
+    store.change_passphrase(b"", Some(PASS), cheap()).unwrap();
+    drop(store);
+    std::fs::rename(&kept, dir.join("db-1")).unwrap();
+    assert!(
+        !holding(&dir, old_ct).is_empty(),
+        "the old ciphertext is there"
+    );
+    let store = SledStore::open(&dir).unwrap();
+    assert!(
+        !dir.join("db-1").exists(),
+        "the old generation is deleted on open"
+    );
+    assert!(holding(&dir, old_ct).is_empty());
+    store.unseal(PASS).unwrap();
+    assert_eq!(
+        store.private_key(id).unwrap().as_bytes(),
+        distinctive(1, 64)
+    );
+}
