@@ -142,6 +142,8 @@ struct AnchorWriter {
     counter: u64,
     /// The newest record anchored: sequence number and envelope hash.
     rec: (u64, [u8; 32]),
+    /// The newest head anchored.
+    head: u64,
 }
 
 struct Inner {
@@ -232,6 +234,7 @@ impl Journal {
                 key: None,
                 counter: 0,
                 rec: (0, [0; 32]),
+                head: 0,
             }),
         });
         spawn_syncer(Arc::downgrade(&inner));
@@ -439,7 +442,7 @@ impl Journal {
         // whose head is newer than HEAD, which is not mistaken for records cut from the front.
         if let (Some(active), Some(env)) = (&st.active, &st.last_env) {
             active.file.sync_data().map_err(io_err(dir))?;
-            let rec = (st.next - 1, hash(env));
+            let rec = (st.last.as_ref().map_or(0, |e| e.seq), hash(env));
             st.dirty = false;
             self.inner.anchor(head, rec);
         }
@@ -536,7 +539,7 @@ impl Journal {
                 return;
             }
             st.dirty = false;
-            let rec = st.last_env.as_ref().map(|e| (st.next - 1, hash(e)));
+            let rec = st.last_rec();
             (
                 st.active.as_ref().map(|a| Arc::clone(&a.file)),
                 st.head,
@@ -588,7 +591,7 @@ impl Journal {
         let (file, head, rec) = {
             let mut st = self.inner.lock();
             st.dirty = false;
-            let rec = st.last_env.as_ref().map(|e| (st.next - 1, hash(e)));
+            let rec = st.last_rec();
             (
                 st.active.as_ref().map(|a| Arc::clone(&a.file)),
                 st.head,
@@ -648,6 +651,13 @@ impl Drop for Journal {
     }
 }
 
+impl State {
+    /// The newest record's sequence number and envelope hash, for the anchor.
+    fn last_rec(&self) -> Option<(u64, [u8; 32])> {
+        Some((self.last.as_ref()?.seq, hash(self.last_env.as_ref()?)))
+    }
+}
+
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state
@@ -671,8 +681,10 @@ impl Inner {
         let Some((epoch, key)) = a.key.clone() else {
             return Ok(());
         };
-        // Never move back to an older record (a synced append racing the sync thread).
+        // Never move back to an older record or head (a synced append or a prune racing the
+        // sync thread).
         let rec = if rec.0 >= a.rec.0 { rec } else { a.rec };
+        let head = head.max(a.head);
         if a.file.is_none() {
             a.file = Some(AnchorFile::open(&self.anchor_path)?);
         }
@@ -689,6 +701,7 @@ impl Inner {
             .write(&anchor, &key)?;
         a.counter = anchor.counter;
         a.rec = rec;
+        a.head = head;
         Ok(())
     }
 }
