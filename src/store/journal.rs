@@ -17,6 +17,14 @@
 //! - `HEAD` holds the oldest sequence number kept: pruning moves it forward (written to a
 //!   temporary file, synced and renamed), then deletes the segments wholly below it.
 //!
+//! Anchor: while the store has its audit key, the journal rewrites its anchor (see
+//! [`super::audit_key`]) after every synced append, after each background sync and before a
+//! prune moves `HEAD`, naming only records already on disk.
+//!
+//! A *gapped* journal (the retained refusals and changes, `<store>/audit/retained/`) keeps the
+//! sequence numbers of the trail it copies, so its records are counted by reading them (once,
+//! then kept) rather than as `next - head`.
+//!
 //! Durability: [`Journal::append`] with `sync` calls `fdatasync` before returning; without it the
 //! record is in the kernel's page cache when `append` returns (so it survives a crash of the
 //! daemon) and a background thread syncs it within [`SYNC_EVERY`]. A frame cut short by a power
