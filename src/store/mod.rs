@@ -27,6 +27,7 @@ mod migrate;
 mod perms;
 mod records;
 mod rekey;
+mod sled_anchor;
 mod sled_certs;
 mod sled_keys;
 mod sled_log;
