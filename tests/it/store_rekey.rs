@@ -296,3 +296,95 @@ fn creating_a_store_on_a_terminal_asks_for_a_passphrase() {
         Value::Bool(false)
     );
 }
+
+/// The daemon is killed with SIGKILL at a random moment of `keyward passwd` (deriving the keys,
+/// copying the database, replacing the key file), many times: afterwards the store opens with
+/// exactly one of the two passphrases and every key decrypts.
+#[test]
+fn sigkill_during_passwd_leaves_one_whole_store() {
+    use rand_core::{OsRng, RngCore as _};
+    const CYCLES: u32 = 8;
+    let env = Env::with_passphrase();
+    let passes = [STORE_PASS, "the other passphrase"];
+    let files = passes.map(|p| env.pass_file(p));
+    let mut current = 0usize;
+    let mut agent = env.start_agent(&["--passphrase-file", &files[current]]);
+    let names = ["a", "b", "c"];
+    for name in names {
+        env.kw_ok(&["key", "generate", "-t", "ed25519", "-n", name]);
+    }
+    // One whole change, timed: the kills fall anywhere inside such a run.
+    let started = std::time::Instant::now();
+    env.kw_ok(&[
+        "passwd",
+        "--old-passphrase-file",
+        &files[current],
+        "--new-passphrase-file",
+        &files[1 - current],
+    ]);
+    let took = started.elapsed();
+    current = 1 - current;
+    stop(&mut agent);
+    let (mut committed, mut kept) = (0, 0);
+    for cycle in 0..CYCLES {
+        let mut agent = env.start_agent(&["--passphrase-file", &files[current]]);
+        let mut passwd = env
+            .kw_command()
+            .args([
+                "passwd",
+                "--old-passphrase-file",
+                &files[current],
+                "--new-passphrase-file",
+                &files[1 - current],
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn keyward passwd");
+        let window = u64::try_from(took.as_millis()).unwrap_or(u64::MAX).max(1) * 12 / 10;
+        std::thread::sleep(std::time::Duration::from_millis(
+            u64::from(OsRng.next_u32()) % window,
+        ));
+        agent
+            .signal_and_wait(libc::SIGKILL)
+            .expect("the agent dies");
+        passwd.wait().expect("keyward passwd ends");
+
+        let store = SledStore::open(&env.store())
+            .unwrap_or_else(|e| panic!("cycle {cycle}: the store opens: {e:#?}"));
+        let opened: Vec<usize> = [current, 1 - current]
+            .into_iter()
+            .filter(|&i| store.unseal(passes[i].as_bytes()).is_ok())
+            .collect();
+        assert_eq!(
+            opened.len(),
+            1,
+            "cycle {cycle}: exactly one passphrase opens it"
+        );
+        if opened[0] == current {
+            kept += 1;
+        } else {
+            committed += 1;
+            current = opened[0];
+        }
+        let keys = store.list_keys().expect("list keys");
+        assert_eq!(keys.len(), names.len(), "cycle {cycle}");
+        for key in keys {
+            store
+                .private_key(key.id)
+                .unwrap_or_else(|e| panic!("cycle {cycle}: {} decrypts: {e}", key.name));
+        }
+        let dbs = fs::read_dir(env.store())
+            .expect("store dir")
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("db-"))
+            })
+            .count();
+        assert_eq!(
+            dbs, 1,
+            "cycle {cycle}: one database generation after opening"
+        );
+    }
+    eprintln!("passwd killed {CYCLES} times: {committed} committed, {kept} kept the old key");
+}
