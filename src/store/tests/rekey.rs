@@ -315,3 +315,85 @@ fn a_rekey_that_stopped_after_its_commit_finishes_on_open() {
         distinctive(1, 64)
     );
 }
+
+/// Appends `actions` the way keyward chained records before they were keyed: `hash` =
+/// SHA-256(`prev` ‖ the record's JSON without `chain`).
+fn append_unkeyed(store: &SledStore, actions: &[&str]) {
+    use sha2::Digest as _;
+    let mut prev = "0".repeat(64);
+    for action in actions {
+        let mut event = crate::store::AuditEvent {
+            at: NOW,
+            key_id: None,
+            action: (*action).to_owned(),
+            outcome: crate::store::AuditOutcome::Refused,
+            detail: serde_json::json!({"why": "before keying"}),
+        };
+        let body = serde_json::to_vec(&event).unwrap();
+        let hash = hex_encode(
+            &sha2::Sha256::new()
+                .chain_update(prev.as_bytes())
+                .chain_update(&body)
+                .finalize(),
+        );
+        event.detail["chain"] = serde_json::json!({"prev": prev, "hash": hash});
+        crate::store::AuditLog::append_audit(store, &event).unwrap();
+        prev = hash;
+    }
+}
+
+#[test]
+fn a_trail_written_before_keying_keeps_verifying_and_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    let store = SledStore::init(&dir, None, cheap()).unwrap();
+    let id = store.put_key(new_key("k", 1), NOW).unwrap();
+    append_unkeyed(&store, &["a", "b", "c"]);
+    drop(store);
+    // The layout of a store from before keying: master key in sled, no anchors.
+    make_legacy(&dir);
+    std::fs::remove_file(dir.join("audit.anchor")).unwrap();
+    std::fs::remove_file(dir.join("audit-retained.anchor")).unwrap();
+
+    let store: std::sync::Arc<dyn crate::store::Store> =
+        std::sync::Arc::new(SledStore::open(&dir).unwrap());
+    assert_eq!(
+        store.private_key(id).unwrap().as_bytes(),
+        distinctive(1, 64)
+    );
+    let v = crate::audit::verify(store.as_ref()).unwrap();
+    assert_eq!(
+        (v.records, v.keyed, v.broken.clone()),
+        (3, 0, None),
+        "{v:?}"
+    );
+    assert!(
+        v.notes
+            .iter()
+            .any(|n| n.contains("records 1..3 predate keying") && n.contains("anchor")),
+        "{v:?}"
+    );
+    // The next record is keyed and covers them.
+    let auditor = crate::audit::Auditor::new(std::sync::Arc::clone(&store), 100).unwrap();
+    auditor
+        .record(crate::store::AuditEvent {
+            at: NOW,
+            key_id: None,
+            action: "d".into(),
+            outcome: crate::store::AuditOutcome::Info,
+            detail: serde_json::json!({}),
+        })
+        .unwrap();
+    let v = crate::audit::verify(store.as_ref()).unwrap();
+    assert_eq!(
+        (v.records, v.keyed, v.broken.clone()),
+        (4, 1, None),
+        "{v:?}"
+    );
+    assert!(
+        v.notes
+            .iter()
+            .any(|n| n.contains("records 1..3 predate keying") && n.contains("keyed records")),
+        "{v:?}"
+    );
+}
