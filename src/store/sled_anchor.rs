@@ -20,7 +20,7 @@ impl SledStore {
             (&self.journal, super::audit_key::ANCHOR_FILE)
         };
         let (head, first, last) = journal.bounds()?;
-        let anchored = self.key_file()?.anchored;
+        let anchored = self.key_file()?.anchored || self.anchor_required();
         let mut check = AnchorCheck {
             anchor: None,
             problem: None,

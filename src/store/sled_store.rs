@@ -100,6 +100,9 @@ struct State {
     master: Option<MasterKey>,
     /// The audit keys, while unsealed (kept while the agent is locked: they decrypt nothing).
     audit: Option<AuditKeys>,
+    /// The passphrase's wrap says the audit trail is anchored (see `crypto.rs`): a missing
+    /// anchor is then reported whatever the key file says.
+    anchor_required: bool,
     /// Set while the agent is locked (`master` is `None` meanwhile).
     hidden: Option<Hidden>,
     passphrase_set: bool,
@@ -318,6 +321,7 @@ impl SledStore {
         let state = State {
             master: Some(master),
             audit: Some(keys),
+            anchor_required: passphrase.is_some(),
             hidden: None,
             passphrase_set: passphrase.is_some(),
         };
@@ -379,12 +383,14 @@ impl SledStore {
                     key_file.audit_keys.as_ref(),
                 )?),
                 master: Some(k),
+                anchor_required: false,
                 hidden: None,
                 passphrase_set: false,
             },
             Vault::Passphrase { .. } => State {
                 master: None,
                 audit: None,
+                anchor_required: false,
                 hidden: None,
                 passphrase_set: true,
             },
@@ -458,15 +464,22 @@ impl SledStore {
         self.state().audit.clone()
     }
 
+    /// Whether a missing audit anchor must be reported even if the key file says the trail was
+    /// never anchored (a passphrase-protected store since anchors exist).
+    pub(crate) fn anchor_required(&self) -> bool {
+        self.state().anchor_required
+    }
+
     /// Runs `f` with the audit keys, if the store has them (no copy of the keys is made).
     pub(crate) fn with_audit_keys<T>(&self, f: impl FnOnce(&AuditKeys) -> T) -> Option<T> {
         self.state().audit.as_ref().map(f)
     }
 
-    /// Checks `passphrase` against `vault` and unwraps the master key.
-    fn unlock_vault(&self, vault: Vault, passphrase: &[u8]) -> Result<MasterKey> {
+    /// Checks `passphrase` against `vault` and unwraps the master key; with an older wrap, also
+    /// the vault wrapped anew (same passphrase) for the key file.
+    fn unlock_vault(&self, vault: Vault, passphrase: &[u8]) -> Result<(MasterKey, Option<Vault>)> {
         match vault {
-            Vault::Plain(k) => Ok(k),
+            Vault::Plain(k) => Ok((k, None)),
             Vault::Passphrase {
                 kdf,
                 salt,
@@ -479,9 +492,16 @@ impl SledStore {
                         path: self.path.clone(),
                     });
                 }
-                kek.unwrap_master(&wrapped).ok_or_else(|| {
+                let (master, current) = kek.unwrap_master(&wrapped).ok_or_else(|| {
                     StoreError::corrupt(super::keyfile::KEY_FILE, super::CorruptError::Aead)
-                })
+                })?;
+                let rewrapped = (!current).then(|| Vault::Passphrase {
+                    kdf,
+                    salt,
+                    verifier,
+                    wrapped: kek.wrap_master(&master),
+                });
+                Ok((master, rewrapped))
             }
         }
     }
@@ -573,8 +593,8 @@ impl VaultTrait for SledStore {
     fn unseal(&self, passphrase: &[u8]) -> Result<()> {
         // Even a store without a passphrase stays closed while the agent is locked.
         self.state().refuse_if_locked()?;
-        let key_file = self.key_file()?;
-        let master = self.unlock_vault(key_file.vault, passphrase)?;
+        let mut key_file = self.key_file()?;
+        let (master, rewrapped) = self.unlock_vault(key_file.vault, passphrase)?;
         let keys = audit_keys(
             &self.path,
             &master,
@@ -586,8 +606,18 @@ impl VaultTrait for SledStore {
             st.refuse_if_locked()?;
             st.master = Some(master);
             st.audit = Some(keys.clone());
+            // An older wrap: the store is anchored from now on, not required to be already.
+            st.anchor_required = rewrapped.is_none();
         }
-        self.start_anchoring(&keys)
+        self.start_anchoring(&keys)?;
+        if let Some(vault) = rewrapped {
+            // Re-read: anchoring may have just set `anchored`.
+            let current = self.key_file()?;
+            key_file = KeyFile { vault, ..current };
+            key_file.write(&self.path)?;
+            self.state_mut().anchor_required = true;
+        }
+        Ok(())
     }
 
     fn seal(&self) {
@@ -615,7 +645,7 @@ impl VaultTrait for SledStore {
         kdf.validate()?;
         self.state().refuse_if_locked()?;
         let key_file = self.key_file()?;
-        let old_master = self.unlock_vault(key_file.vault, old)?;
+        let (old_master, _) = self.unlock_vault(key_file.vault, old)?;
         let old_keys = audit_keys(
             &self.path,
             &old_master,
@@ -647,6 +677,7 @@ impl VaultTrait for SledStore {
         st.refuse_if_locked()?;
         self.rekey(&old_master, &new_master, &new_key_file)?;
         st.passphrase_set = new.is_some();
+        st.anchor_required = new.is_some();
         if st.master.is_some() || new.is_none() {
             st.master = Some(new_master);
             st.audit = Some(new_keys.clone());

@@ -397,3 +397,83 @@ fn a_trail_written_before_keying_keeps_verifying_and_is_named() {
         "{v:?}"
     );
 }
+
+/// Rewrites the key file of the (closed) store in `dir` through `f`.
+fn edit_key_file(dir: &Path, f: impl FnOnce(&mut KeyFile)) {
+    let mut key_file = KeyFile::read(dir).unwrap().unwrap();
+    f(&mut key_file);
+    key_file.write(dir).unwrap();
+}
+
+#[test]
+fn a_deleted_anchor_is_reported_even_with_the_key_file_flag_stripped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    let store: std::sync::Arc<dyn crate::store::Store> =
+        std::sync::Arc::new(SledStore::init(&dir, Some(PASS), cheap()).unwrap());
+    let auditor = crate::audit::Auditor::new(std::sync::Arc::clone(&store), 100).unwrap();
+    for action in ["a", "b"] {
+        auditor
+            .record(crate::store::AuditEvent {
+                at: NOW,
+                key_id: None,
+                action: action.into(),
+                outcome: crate::store::AuditOutcome::Refused,
+                detail: serde_json::json!({}),
+            })
+            .unwrap();
+    }
+    drop((auditor, store));
+    std::fs::remove_file(dir.join("audit.anchor")).unwrap();
+    // The flag is in a file whose checksum anyone can recompute.
+    edit_key_file(&dir, |k| k.anchored = false);
+    let store = SledStore::open(&dir).unwrap();
+    store.unseal(PASS).unwrap();
+    let v = crate::audit::verify(&store).unwrap();
+    let (_, why) = v.broken.expect("a deleted anchor is reported");
+    assert!(why.contains("audit.anchor is missing"), "{why}");
+}
+
+#[test]
+fn an_older_wrap_is_redone_at_the_unseal_and_then_requires_the_anchor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    let store = SledStore::init(&dir, Some(PASS), cheap()).unwrap();
+    let master = store.with_master(|m| Ok(m.duplicate())).unwrap();
+    append_unkeyed(&store, &["a"]);
+    drop(store);
+    // As keyward wrapped it before anchors, with no anchor yet.
+    edit_key_file(&dir, |k| {
+        let crate::store::records::Vault::Passphrase {
+            kdf, salt, wrapped, ..
+        } = &mut k.vault
+        else {
+            panic!("a passphrase vault")
+        };
+        let kek = crate::store::crypto::Kek::derive(PASS, salt, kdf).unwrap();
+        *wrapped = kek.wrap_master_unanchored(&master);
+        k.anchored = false;
+    });
+    std::fs::remove_file(dir.join("audit.anchor")).unwrap();
+    let store = SledStore::open(&dir).unwrap();
+    store.unseal(PASS).unwrap();
+    let v = crate::audit::verify(&store).unwrap();
+    assert!(v.broken.is_none(), "{v:?}");
+    drop(store);
+    let key_file = KeyFile::read(&dir).unwrap().unwrap();
+    assert!(key_file.anchored);
+    let crate::store::records::Vault::Passphrase {
+        kdf, salt, wrapped, ..
+    } = &key_file.vault
+    else {
+        panic!("a passphrase vault")
+    };
+    let kek = crate::store::crypto::Kek::derive(PASS, salt, kdf).unwrap();
+    assert!(kek.unwrap_master(wrapped).unwrap().1, "wrapped anew");
+    // From now on a deleted anchor is reported, flag or not.
+    std::fs::remove_file(dir.join("audit.anchor")).unwrap();
+    edit_key_file(&dir, |k| k.anchored = false);
+    let store = SledStore::open(&dir).unwrap();
+    store.unseal(PASS).unwrap();
+    assert!(crate::audit::verify(&store).unwrap().broken.is_some());
+}
