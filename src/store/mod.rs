@@ -14,6 +14,9 @@
 //!   file of the store holds the old master key or anything it decrypts;
 //! - every method that writes has flushed to disk before it returns, and records that belong
 //!   together (key and name, certificate and expiry entry) change in one transaction;
+//! - the audit journal's records are authenticated under an audit key derived from the master key
+//!   (earlier keys kept, sealed, across passphrase changes) and anchored outside the journal
+//!   (`audit.anchor`, `audit-retained.anchor`), see `audit_key.rs`;
 //! - records are versioned and checksummed; older schemas are migrated on open;
 //! - the directory is `0700` and its files carry no group/other bits;
 //! - time is always an argument (unix seconds): the store never reads the clock.
