@@ -14,8 +14,10 @@ use crate::rotation::{DEFAULT_RENEW_BEFORE, MAX_RENEW_BEFORE};
 
 /// The log filter used when neither the file nor a flag sets one.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
-/// The audit log keeps at most this many events unless the file says otherwise.
-pub const DEFAULT_AUDIT_MAX_EVENTS: usize = 10_000;
+/// The audit trail keeps at most this many records unless the file says otherwise; the
+/// refusals and changes also kept apart are bounded by the same number, separately. The one
+/// place this default is set.
+pub const DEFAULT_AUDIT_MAX_EVENTS: usize = 100_000;
 
 /// Why a configuration file cannot be used.
 #[derive(Debug, thiserror::Error)]

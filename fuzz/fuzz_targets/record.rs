@@ -64,7 +64,9 @@ fn records() -> &'static [(RecordKind, Vec<u8>)] {
                 })
                 .expect("append audit");
         }
-        let db = sled::open(&path).expect("reopen the store's sled database");
+        let (vault, db_dir) =
+            keyward::store::raw_vault_record(&path).expect("read the store's key file");
+        let db = sled::open(db_dir).expect("reopen the store's sled database");
         let first = |tree: &str| {
             let tree = db.open_tree(tree).expect("tree");
             tree.iter()
@@ -74,12 +76,6 @@ fn records() -> &'static [(RecordKind, Vec<u8>)] {
                 .1
                 .to_vec()
         };
-        let vault = db
-            .open_tree("meta")
-            .and_then(|m| m.get(b"vault"))
-            .expect("read vault")
-            .expect("vault record")
-            .to_vec();
         let records = vec![
             (RecordKind::Key, first("keys")),
             (RecordKind::Cert, first("certs")),

@@ -150,11 +150,18 @@ impl Backend {
 pub fn open_or_create(dir: &Path) -> anyhow::Result<SledStore> {
     match SledStore::open(dir) {
         Err(StoreError::NotInitialised { .. }) => {
-            eprintln!(
-                "keyward: creating store {} without a passphrase (set one with `keyward passwd`)",
-                dir.display()
-            );
-            SledStore::init(dir, None, KdfParams::default())
+            let passphrase = passphrase::for_new_store(dir)?;
+            if passphrase.is_none() {
+                eprintln!(
+                    "keyward: creating store {} without a passphrase (set one with `keyward passwd`)",
+                    dir.display()
+                );
+            }
+            SledStore::init(
+                dir,
+                passphrase.as_ref().map(|p| p.as_bytes()),
+                KdfParams::default(),
+            )
         }
         other => other,
     }

@@ -43,3 +43,30 @@ pub fn obtain_new(file: Option<&Path>) -> anyhow::Result<Zeroizing<String>> {
     }
     Ok(passphrase)
 }
+
+/// The passphrase for a store about to be created implicitly (the agent's first start, or a
+/// command run before any store exists). On a terminal, asks for one (twice); empty means none,
+/// and the warning is printed right there. Without a terminal on stdin (tests, systemd, scripts)
+/// nothing is asked and the store is made without a passphrase, as before; the caller logs that.
+pub fn for_new_store(dir: &Path) -> anyhow::Result<Option<Zeroizing<String>>> {
+    use std::io::IsTerminal as _;
+    if !std::io::stdin().is_terminal() {
+        return Ok(None);
+    }
+    eprintln!(
+        "keyward: creating the store {}: choose a passphrase to encrypt its keys (empty: none)",
+        dir.display()
+    );
+    let first = obtain(None, "New store passphrase: ")?;
+    if first.is_empty() {
+        eprintln!(
+            "keyward: WARNING: the store has NO passphrase: its private keys are protected by file permissions only (set one with `keyward passwd`)"
+        );
+        return Ok(None);
+    }
+    let again = obtain(None, "Same passphrase again: ")?;
+    if first != again {
+        bail!("the passphrases do not match: the store was not created");
+    }
+    Ok(Some(first))
+}

@@ -132,7 +132,10 @@ pub fn command() -> clap::Command {
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     drop_setgid();
     let args: Vec<OsString> = args.into_iter().collect();
-    if args.get(1).is_some_and(|a| a == crate::keys::sk::HELPER_ARG) {
+    if args
+        .get(1)
+        .is_some_and(|a| a == crate::keys::sk::HELPER_ARG)
+    {
         return crate::keys::sk::helper_main();
     }
     let parsed = match Args::try_parse_from(&args) {

@@ -321,8 +321,16 @@ fn open_store(options: &Options) -> anyhow::Result<Option<Arc<dyn Store>>> {
     };
     let opened = match SledStore::open(&dir) {
         Err(StoreError::NotInitialised { .. }) => {
-            tracing::warn!(store = %dir.display(), "creating a store without a passphrase (set one with `keyward passwd`)");
-            SledStore::init(&dir, None, KdfParams::default())
+            // On a terminal the passphrase is asked for (empty: none, warned there).
+            let passphrase = crate::cli::passphrase::for_new_store(&dir)?;
+            if passphrase.is_none() {
+                tracing::warn!(store = %dir.display(), "creating a store without a passphrase (set one with `keyward passwd`)");
+            }
+            SledStore::init(
+                &dir,
+                passphrase.as_ref().map(|p| p.as_bytes()),
+                KdfParams::default(),
+            )
         }
         other => other,
     };

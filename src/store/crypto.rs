@@ -26,6 +26,10 @@ pub(crate) const NONCE_LEN: usize = 24;
 
 const AD_PRIVATE: &[u8] = b"keyward/store/private-key/v1\0";
 const AD_MASTER: &[u8] = b"keyward/store/master-key/v1\0";
+/// Wraps made since audit trails are anchored. Bound into the wrap, so that stripping the key
+/// file's `anchored` flag (its checksum is no secret) cannot make a passphrase-protected store
+/// look like one that never had an audit anchor.
+const AD_MASTER_ANCHORED: &[u8] = b"keyward/store/master-key/v2-anchored\0";
 const AD_HIDDEN: &[u8] = b"keyward/store/master-key-locked/v1\0";
 const DS_VERIFIER: &[u8] = b"keyward/store/verifier/v1\0";
 const DS_WRAP: &[u8] = b"keyward/store/wrap/v1\0";
@@ -167,12 +171,23 @@ impl Kek {
     }
 
     pub(crate) fn wrap_master(&self, master: &MasterKey) -> Sealed {
+        seal(&self.wrap, AD_MASTER_ANCHORED, master.expose())
+    }
+
+    /// The wrap of keyward before audit trails were anchored (tests make such stores).
+    #[cfg(test)]
+    pub(crate) fn wrap_master_unanchored(&self, master: &MasterKey) -> Sealed {
         seal(&self.wrap, AD_MASTER, master.expose())
     }
 
-    pub(crate) fn unwrap_master(&self, sealed: &Sealed) -> Option<MasterKey> {
+    /// The master key, and whether it was wrapped since audit trails are anchored (`false`: an
+    /// older wrap, to be redone).
+    pub(crate) fn unwrap_master(&self, sealed: &Sealed) -> Option<(MasterKey, bool)> {
+        if let Some(pt) = open(&self.wrap, AD_MASTER_ANCHORED, sealed) {
+            return MasterKey::from_slice(&pt).map(|m| (m, true));
+        }
         let pt = open(&self.wrap, AD_MASTER, sealed)?;
-        MasterKey::from_slice(&pt)
+        MasterKey::from_slice(&pt).map(|m| (m, false))
     }
 }
 

@@ -17,6 +17,14 @@
 //! - `HEAD` holds the oldest sequence number kept: pruning moves it forward (written to a
 //!   temporary file, synced and renamed), then deletes the segments wholly below it.
 //!
+//! Anchor: while the store has its audit key, the journal rewrites its anchor (see
+//! [`super::audit_key`]) after every synced append, after each background sync and before a
+//! prune moves `HEAD`, naming only records already on disk.
+//!
+//! A *gapped* journal (the retained refusals and changes, `<store>/audit/retained/`) keeps the
+//! sequence numbers of the trail it copies, so its records are counted by reading them (once,
+//! then kept) rather than as `next - head`.
+//!
 //! Durability: [`Journal::append`] with `sync` calls `fdatasync` before returning; without it the
 //! record is in the kernel's page cache when `append` returns (so it survives a crash of the
 //! daemon) and a background thread syncs it within [`SYNC_EVERY`]. A frame cut short by a power
@@ -31,6 +39,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use sha2::{Digest as _, Sha256};
+
+use super::audit_key::{Anchor, AnchorFile, AuditKey};
 use super::error::{CorruptError, Result, StoreError};
 use super::records::{AUDIT_V, decode, encode, unwrap_envelope};
 use super::types::{AuditEntry, AuditEvent};
@@ -123,13 +134,35 @@ struct State {
     /// The oldest sequence number kept.
     head: u64,
     last: Option<AuditEntry>,
+    /// `last`'s envelope, for the anchor.
+    last_env: Option<Vec<u8>>,
     /// Appended since the last `fdatasync`.
     dirty: bool,
+    /// Records kept, once counted (gapped journals only).
+    count: Option<u64>,
+}
+
+/// Writes the anchor (see [`super::audit_key`]) while the store has its audit key.
+struct AnchorWriter {
+    /// The anchor file, in the store directory; `None` until first written.
+    file: Option<AnchorFile>,
+    key: Option<(u64, AuditKey)>,
+    counter: u64,
+    /// The newest record anchored: sequence number and envelope hash.
+    rec: (u64, [u8; 32]),
+    /// The newest head anchored.
+    head: u64,
 }
 
 struct Inner {
     dir: PathBuf,
     state: Mutex<State>,
+    anchor: Mutex<AnchorWriter>,
+    /// The anchor file (outside `dir`).
+    anchor_path: PathBuf,
+    /// Records keep the sequence numbers of the trail they copy, with gaps (the journal of
+    /// retained records): counted by reading, not by `next - head`.
+    gapped: bool,
 }
 
 /// The audit journal of one store. Only the process holding the store's lock opens it.
@@ -140,7 +173,7 @@ pub(crate) struct Journal {
 impl Journal {
     /// Opens (creating if needed) the journal in `dir`, cutting off a torn frame at the end of the
     /// last segment, and starts its background sync thread.
-    pub(crate) fn open(dir: &Path) -> Result<Self> {
+    pub(crate) fn open(dir: &Path, anchor_path: &Path, gapped: bool) -> Result<Self> {
         let err = io_err(dir);
         super::perms::prepare_dir(dir)?;
         let _ = fs::remove_file(dir.join(HEAD_TMP));
@@ -163,18 +196,19 @@ impl Journal {
         }
         firsts.sort_unstable();
         let mut segments: VecDeque<u64> = firsts.into();
-        let (mut next, mut last, mut active) = (head, None, None);
+        let (mut next, mut last, mut last_env, mut active) = (head, None, None, None);
         if let Some(&first) = segments.back() {
             let (tail, records, len) = recover_tail(dir, first)?;
-            next = tail.as_ref().map_or(first, |e| e.seq + 1);
-            last = tail;
+            next = tail.last.as_ref().map_or(first, |e| e.seq + 1);
+            (last, last_env) = (tail.last, tail.last_env);
             // A crash right after a new segment was created leaves it empty: the chain goes on
             // from the last record of the segments before it.
             for &older in segments.iter().rev().skip(1) {
                 if last.is_some() {
                     break;
                 }
-                last = scan(dir, older)?.last;
+                let found = scan(dir, older)?;
+                (last, last_env) = (found.last, found.last_env);
             }
             let file = append_file(&dir.join(segment_name(first))).map_err(&err)?;
             active = Some(Active {
@@ -197,7 +231,18 @@ impl Journal {
                 next: next.max(head),
                 head,
                 last,
+                last_env,
                 dirty: false,
+                count: None,
+            }),
+            anchor_path: anchor_path.to_path_buf(),
+            gapped,
+            anchor: Mutex::new(AnchorWriter {
+                file: None,
+                key: None,
+                counter: 0,
+                rec: (0, [0; 32]),
+                head: 0,
             }),
         });
         spawn_syncer(Arc::downgrade(&inner));
@@ -212,8 +257,30 @@ impl Journal {
 
     /// Appends `event`; with `sync`, it is on disk when this returns.
     pub(crate) fn append(&self, event: &AuditEvent, sync: bool) -> Result<u64> {
+        self.append_at(event, sync, None)
+    }
+
+    /// [`append`](Self::append) with sequence number `at` (at least the next one) in a gapped
+    /// journal.
+    pub(crate) fn append_at(&self, event: &AuditEvent, sync: bool, at: Option<u64>) -> Result<u64> {
         let envelope = encode(AUDIT_V, event);
+        // Only a synced record is anchored at once (hashed here, before `envelope` moves).
+        let anchored = sync.then(|| hash(&envelope));
         let mut st = self.inner.lock();
+        if let Some(at) = at {
+            if at < st.next {
+                return Err(StoreError::corrupt(
+                    format!("audit/{at}"),
+                    CorruptError::Index,
+                ));
+            }
+            if st.last.is_none() && at > st.head {
+                // The first record of a gapped journal is its head.
+                write_head(&self.inner.dir, at)?;
+                st.head = at;
+            }
+            st.next = at;
+        }
         let seq = st.next;
         let bytes = frame(seq, &envelope);
         let active = self.writable_segment(&mut st)?;
@@ -231,10 +298,16 @@ impl Journal {
             seq,
             event: event.clone(),
         });
-        if sync {
+        st.last_env = Some(envelope);
+        if let Some(c) = &mut st.count {
+            *c += 1;
+        }
+        if let Some(h) = anchored {
             st.dirty = false;
+            let head = st.head;
             drop(st);
             file.sync_data().map_err(io_err(&self.inner.dir))?;
+            self.inner.anchor(head, (seq, h));
         } else {
             st.dirty = true;
         }
@@ -274,6 +347,24 @@ impl Journal {
 
     /// Up to `limit` records with `seq >= since`, oldest first.
     pub(crate) fn read(&self, since: u64, limit: usize) -> Result<Vec<AuditEntry>> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        self.each_frame(since, |seq, envelope| {
+            let event = decode(|| format!("audit/{seq}"), AUDIT_V, &envelope)?;
+            out.push(AuditEntry { seq, event });
+            Ok(out.len() < limit)
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` with every kept frame with `seq >= since`, oldest first, while it returns true.
+    fn each_frame(
+        &self,
+        since: u64,
+        mut f: impl FnMut(u64, Vec<u8>) -> Result<bool>,
+    ) -> Result<()> {
         let (segments, head, active) = {
             let st = self.inner.lock();
             let active = st.active.as_ref().map(|a| (a.first, a.len));
@@ -284,11 +375,7 @@ impl Journal {
         let from = segments
             .partition_point(|&first| first <= start)
             .saturating_sub(1);
-        let mut out = Vec::new();
         for &first in segments.iter().skip(from) {
-            if out.len() >= limit {
-                break;
-            }
             let path = self.inner.dir.join(segment_name(first));
             let file = match File::open(&path) {
                 Ok(f) => f,
@@ -323,16 +410,14 @@ impl Journal {
                         if seq < start {
                             continue;
                         }
-                        let event = decode(|| format!("audit/{seq}"), AUDIT_V, &envelope)?;
-                        out.push(AuditEntry { seq, event });
-                        if out.len() >= limit {
-                            break;
+                        if !f(seq, envelope)? {
+                            return Ok(());
                         }
                     }
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The newest record.
@@ -342,14 +427,33 @@ impl Journal {
 
     /// Keeps the newest `max_count` records; returns how many were dropped.
     pub(crate) fn prune(&self, max_count: usize) -> Result<usize> {
+        let max = max_count as u64;
+        let gapped_head = if self.inner.gapped {
+            match self.gapped_head(max)? {
+                Some(head) => Some(head),
+                None => return Ok(0),
+            }
+        } else {
+            None
+        };
         let mut st = self.inner.lock();
         let kept = st.next - st.head;
-        let max = max_count as u64;
-        if kept <= max {
+        if gapped_head.is_none() && kept <= max {
             return Ok(0);
         }
-        let head = st.next - max;
+        let head = gapped_head.unwrap_or(st.next - max);
+        if self.inner.gapped {
+            st.count = Some(max);
+        }
         let dir = &self.inner.dir;
+        // The anchor learns the new head first: a crash before HEAD is written leaves an anchor
+        // whose head is newer than HEAD, which is not mistaken for records cut from the front.
+        if let (Some(active), Some(env)) = (&st.active, &st.last_env) {
+            active.file.sync_data().map_err(io_err(dir))?;
+            let rec = (st.last.as_ref().map_or(0, |e| e.seq), hash(env));
+            st.dirty = false;
+            self.inner.anchor(head, rec);
+        }
         write_head(dir, head)?;
         let dropped = head - st.head;
         st.head = head;
@@ -358,6 +462,29 @@ impl Journal {
             fs::remove_file(dir.join(segment_name(first))).map_err(io_err(dir))?;
         }
         Ok(usize::try_from(dropped).unwrap_or(usize::MAX))
+    }
+
+    /// The head that keeps the newest `max` records of a gapped journal; `None` if it holds no
+    /// more. Counts the records by reading them once, then keeps the count.
+    fn gapped_head(&self, max: u64) -> Result<Option<u64>> {
+        let (head, count) = {
+            let st = self.inner.lock();
+            (st.head, st.count)
+        };
+        if count.is_some_and(|c| c <= max) {
+            return Ok(None);
+        }
+        let mut seqs = Vec::new();
+        self.each_frame(head, |seq, _| {
+            seqs.push(seq);
+            Ok(true)
+        })?;
+        let n = seqs.len() as u64;
+        if n <= max {
+            self.inner.lock().count = Some(n);
+            return Ok(None);
+        }
+        Ok(Some(seqs[usize::try_from(n - max).expect("fits")]))
     }
 
     /// Copies audit records of an older store (sled tree values, oldest first) into this empty
@@ -401,31 +528,122 @@ impl Journal {
             len,
         });
         st.next = seq;
-        st.last = match last {
+        st.last = match &last {
             Some((seq, envelope)) => Some(AuditEntry {
-                seq,
-                event: decode(|| format!("audit/{seq}"), AUDIT_V, &envelope)?,
+                seq: *seq,
+                event: decode(|| format!("audit/{seq}"), AUDIT_V, envelope)?,
             }),
             None => None,
         };
+        st.last_env = last.map(|(_, e)| e);
         Ok(seq - first)
     }
 
     /// Syncs appended records if any are waiting.
     fn sync_if_dirty(inner: &Inner) {
-        let file = {
+        let (file, head, rec) = {
             let mut st = inner.lock();
             if !st.dirty {
                 return;
             }
             st.dirty = false;
-            st.active.as_ref().map(|a| Arc::clone(&a.file))
+            let rec = st.last_rec();
+            (
+                st.active.as_ref().map(|a| Arc::clone(&a.file)),
+                st.head,
+                rec,
+            )
         };
-        if let Some(file) = file
-            && let Err(e) = file.sync_data()
-        {
-            tracing::error!(error = %e, dir = %inner.dir.display(), "cannot sync the audit journal");
+        if let Some(file) = file {
+            if let Err(e) = file.sync_data() {
+                tracing::error!(error = %e, dir = %inner.dir.display(), "cannot sync the audit journal");
+                return;
+            }
+            if let Some(rec) = rec {
+                inner.anchor(head, rec);
+            }
         }
+    }
+
+    /// Gives the journal the audit key to anchor with (`None`: sealed, stop anchoring) and, with
+    /// a key, anchors what is on disk now. `counter` is the newest anchor counter found.
+    pub(crate) fn set_anchor_key(&self, key: Option<(u64, AuditKey)>, counter: u64) -> Result<()> {
+        let has_key = key.is_some();
+        {
+            let mut a = self
+                .inner
+                .anchor
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            a.key = key;
+            a.counter = a.counter.max(counter);
+        }
+        if has_key {
+            self.anchor_now()?;
+        }
+        Ok(())
+    }
+
+    /// Whether the journal is anchoring (has an audit key).
+    pub(crate) fn is_anchoring(&self) -> bool {
+        self.inner
+            .anchor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .key
+            .is_some()
+    }
+
+    /// Syncs the journal and anchors its newest record.
+    pub(crate) fn anchor_now(&self) -> Result<()> {
+        let (file, head, rec) = {
+            let mut st = self.inner.lock();
+            st.dirty = false;
+            let rec = st.last_rec();
+            (
+                st.active.as_ref().map(|a| Arc::clone(&a.file)),
+                st.head,
+                rec,
+            )
+        };
+        if let Some(file) = file {
+            file.sync_data().map_err(io_err(&self.inner.dir))?;
+        }
+        self.inner
+            .try_anchor(head, rec.unwrap_or((0, [0; 32])))
+            .map_err(io_err(&self.inner.dir))
+    }
+
+    /// The envelope of record `seq`, if the journal holds it.
+    pub(crate) fn envelope(&self, seq: u64) -> Result<Option<Vec<u8>>> {
+        let mut found = None;
+        self.each_frame(seq, |s, env| {
+            if s == seq {
+                found = Some(env);
+            }
+            Ok(false)
+        })?;
+        Ok(found)
+    }
+
+    /// The oldest sequence number kept (`HEAD`), and the first and last record's.
+    pub(crate) fn bounds(&self) -> Result<(u64, Option<u64>, Option<u64>)> {
+        let (head, last) = {
+            let st = self.inner.lock();
+            (st.head, st.last.as_ref().map(|e| e.seq))
+        };
+        // A gapped journal that never had a record has no head of its own yet.
+        let head = if self.inner.gapped && last.is_none() {
+            0
+        } else {
+            head
+        };
+        let mut first = None;
+        self.each_frame(head, |s, _| {
+            first = Some(s);
+            Ok(false)
+        })?;
+        Ok((head, first, last))
     }
 
     /// The journal's directory.
@@ -441,12 +659,64 @@ impl Drop for Journal {
     }
 }
 
+impl State {
+    /// The newest record's sequence number and envelope hash, for the anchor.
+    fn last_rec(&self) -> Option<(u64, [u8; 32])> {
+        Some((self.last.as_ref()?.seq, hash(self.last_env.as_ref()?)))
+    }
+}
+
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    /// Anchors record `rec` (on disk) with `head`, logging a failure: the record itself is
+    /// written, and `audit verify` reports an anchor that lags.
+    fn anchor(&self, head: u64, rec: (u64, [u8; 32])) {
+        if let Err(e) = self.try_anchor(head, rec) {
+            tracing::error!(error = %e, "cannot write the audit anchor");
+        }
+    }
+
+    fn try_anchor(&self, head: u64, rec: (u64, [u8; 32])) -> io::Result<()> {
+        let mut a = self
+            .anchor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some((epoch, key)) = a.key.clone() else {
+            return Ok(());
+        };
+        // Never move back to an older record or head (a synced append or a prune racing the
+        // sync thread).
+        let rec = if rec.0 >= a.rec.0 { rec } else { a.rec };
+        let head = head.max(a.head);
+        if a.file.is_none() {
+            a.file = Some(AnchorFile::open(&self.anchor_path)?);
+        }
+        let anchor = Anchor {
+            epoch,
+            counter: a.counter + 1,
+            head,
+            seq: rec.0,
+            record_hash: rec.1,
+        };
+        a.file
+            .as_ref()
+            .expect("opened above")
+            .write(&anchor, &key)?;
+        a.counter = anchor.counter;
+        a.rec = rec;
+        a.head = head;
+        Ok(())
+    }
+}
+
+/// SHA-256 of a record's envelope, as the anchor holds it.
+pub(crate) fn hash(envelope: &[u8]) -> [u8; 32] {
+    Sha256::digest(envelope).into()
 }
 
 /// Syncs dirty records every [`SYNC_EVERY`] until the journal is dropped.
@@ -470,6 +740,8 @@ fn spawn_syncer(inner: Weak<Inner>) {
 struct Scan {
     /// The last whole, valid record.
     last: Option<AuditEntry>,
+    /// Its envelope.
+    last_env: Option<Vec<u8>>,
     /// Frames up to and including it.
     records: u64,
     /// Bytes up to and including it.
@@ -498,24 +770,28 @@ fn scan(dir: &Path, first: u64) -> Result<Scan> {
             }
         }
     }
-    let last = match last {
-        Some((seq, envelope)) => Some(AuditEntry {
-            seq,
-            event: decode(|| format!("audit/{seq}"), AUDIT_V, &envelope)?,
-        }),
-        None => None,
+    let (last, last_env) = match last {
+        Some((seq, envelope)) => (
+            Some(AuditEntry {
+                seq,
+                event: decode(|| format!("audit/{seq}"), AUDIT_V, &envelope)?,
+            }),
+            Some(envelope),
+        ),
+        None => (None, None),
     };
     Ok(Scan {
         last,
+        last_env,
         records,
         good,
     })
 }
 
 /// Scans the last segment and cuts off what follows its last whole, valid frame (a frame cut
-/// short or never written, as a power failure during an append leaves). Returns its last record,
-/// record count and length.
-fn recover_tail(dir: &Path, first: u64) -> Result<(Option<AuditEntry>, u64, u64)> {
+/// short or never written, as a power failure during an append leaves). Returns what the scan
+/// found, the record count and the length.
+fn recover_tail(dir: &Path, first: u64) -> Result<(Scan, u64, u64)> {
     let err = io_err(dir);
     let path = dir.join(segment_name(first));
     let found = scan(dir, first)?;
@@ -531,7 +807,8 @@ fn recover_tail(dir: &Path, first: u64) -> Result<(Option<AuditEntry>, u64, u64)
         file.set_len(found.good).map_err(&err)?;
         file.sync_all().map_err(&err)?;
     }
-    Ok((found.last, found.records, found.good))
+    let (records, good) = (found.records, found.good);
+    Ok((found, records, good))
 }
 
 fn append_file(path: &Path) -> io::Result<File> {

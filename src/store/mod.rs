@@ -8,19 +8,29 @@
 //! Guarantees of [`SledStore`]:
 //! - private keys are encrypted with XChaCha20-Poly1305 under a random master key, with the key id
 //!   and public key as associated data; the master key is wrapped under Argon2id of the passphrase,
-//!   or stored in plain (and reported so) when the store has none;
+//!   or stored in plain (and reported so) when the store has none, in its own file
+//!   (`master.key`, replaced atomically), never in sled, whose log keeps old values;
+//! - a passphrase change makes a new master key and a new database (`db-<generation>/`), so no
+//!   file of the store holds the old master key or anything it decrypts;
 //! - every method that writes has flushed to disk before it returns, and records that belong
 //!   together (key and name, certificate and expiry entry) change in one transaction;
+//! - the audit journal's records are authenticated under an audit key derived from the master key
+//!   (earlier keys kept, sealed, across passphrase changes) and anchored outside the journal
+//!   (`audit.anchor`, `audit-retained.anchor`), see `audit_key.rs`;
 //! - records are versioned and checksummed; older schemas are migrated on open;
 //! - the directory is `0700` and its files carry no group/other bits;
 //! - time is always an argument (unix seconds): the store never reads the clock.
 
+mod audit_key;
 mod crypto;
 mod error;
 mod journal;
+mod keyfile;
 mod migrate;
 mod perms;
 mod records;
+mod rekey;
+mod sled_anchor;
 mod sled_certs;
 mod sled_keys;
 mod sled_log;
@@ -32,10 +42,12 @@ mod proptests;
 #[cfg(test)]
 mod tests;
 
+pub use audit_key::{AnchorCheck, AnchorInfo};
 pub use crypto::KdfParams;
 pub(crate) use crypto::{Sealed, open as aead_open, seal as aead_seal};
 pub use error::{CorruptError, Result, StoreError};
 pub use journal::raw_audit_records;
+pub use keyfile::raw_vault_record;
 pub use migrate::CURRENT_SCHEMA;
 pub use records::{RecordKind, check_record};
 pub use sled_certs::DueIter;
@@ -59,8 +71,10 @@ pub trait Vault {
     /// Drops the master key from memory.
     fn seal(&self);
     /// Replaces the passphrase (`None`: remove it and store the master key in plain). `old` must
-    /// be the current passphrase (ignored if there is none). The master key, and therefore every
-    /// encrypted record, stays the same; the sealed state is unchanged.
+    /// be the current passphrase (ignored if there is none). A new master key is made and every
+    /// private key re-encrypted under it, in one crash-safe step, so that neither an older copy of
+    /// the store nor the old passphrase opens anything the store holds afterwards; the sealed
+    /// state is unchanged.
     fn change_passphrase(&self, old: &[u8], new: Option<&[u8]>, kdf: KdfParams) -> Result<()>;
     /// The agent locked: encrypts the master key in memory under `lock_key` and forgets it, so
     /// nothing in memory decrypts a private key without the lock password. Until
@@ -149,12 +163,38 @@ pub trait AuditLog {
     /// Like `append_audit`, but not synced before returning: the record survives a crash of the
     /// process at once and reaches the disk within half a second. For high-rate records.
     fn append_audit_lazy(&self, event: &AuditEvent) -> Result<u64>;
-    /// Up to `limit` events with `seq >= since_seq`, oldest first.
+    /// Up to `limit` events with `seq >= since_seq`, oldest first: retained records older than
+    /// the trail's oldest, then the trail.
     fn read_audit(&self, since_seq: u64, limit: usize) -> Result<Vec<AuditEntry>>;
-    /// Keeps the newest `max_count` events; returns how many were removed.
+    /// Keeps the newest `max_count` events of the trail, and the newest `max_count` retained
+    /// records; returns how many were removed.
     fn prune_audit(&self, max_count: usize) -> Result<usize>;
     /// The newest audit record, if any.
     fn last_audit(&self) -> Result<Option<AuditEntry>>;
+    /// HMAC-SHA256 of `parts` (concatenated) under the current audit key, derived from the master
+    /// key: the key's epoch and the tag. `None` while the store is sealed.
+    fn audit_mac(&self, parts: &[&[u8]]) -> Option<(u64, [u8; 32])>;
+    /// Whether `tag` is the MAC of `parts` under the audit key of `epoch`; `None` if the store has
+    /// no key of that epoch. [`StoreError::Sealed`] while sealed.
+    fn audit_mac_check(&self, epoch: u64, parts: &[&[u8]], tag: &[u8]) -> Result<Option<bool>>;
+    /// The sealed anchor (newest record on disk, `HEAD`, counter) compared with the trail on
+    /// disk (`retained`: the journal of retained records). [`StoreError::Sealed`] while sealed.
+    fn audit_anchor_check(&self, retained: bool) -> Result<AnchorCheck>;
+    /// Keeps a copy of record `seq` (a refusal or change, with its own chain link) in the journal
+    /// of retained records, which [`prune_audit`](AuditLog::prune_audit) bounds on its own so
+    /// that a flood of allowed signatures cannot push it out. Durable within the background
+    /// flush interval (the record itself already is).
+    fn append_audit_retained(&self, seq: u64, event: &AuditEvent) -> Result<()>;
+    /// Up to `limit` records with `seq >= since_seq` of one journal (`retained`: the retained
+    /// records, with their own chain links; else the trail), oldest first, as stored.
+    fn read_audit_journal(
+        &self,
+        retained: bool,
+        since_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>>;
+    /// The newest retained record.
+    fn last_audit_retained(&self) -> Result<Option<AuditEntry>>;
 }
 
 /// The whole store, as one object-safe trait (`Arc<dyn Store>`).

@@ -48,16 +48,20 @@ fn records() -> &'static [(Kind, Vec<u8>)] {
             })
             .unwrap();
         let first = |tree: &sled::Tree| tree.iter().next().unwrap().unwrap().1.to_vec();
-        let vault = store.t.meta.get(b"vault").unwrap().unwrap().to_vec();
+        let vault = super::keyfile::KeyFile::read(store.path())
+            .unwrap()
+            .unwrap()
+            .vault
+            .encode();
         let mut audit = None;
         super::journal::rewrite_for_test(store.journal.dir(), |_, envelope| {
             audit.get_or_insert_with(|| envelope.clone());
             Some(envelope)
         });
         vec![
-            (Kind::Key, first(&store.t.keys)),
-            (Kind::Cert, first(&store.t.certs)),
-            (Kind::Policy, first(&store.t.policies)),
+            (Kind::Key, first(&store.d().t.keys)),
+            (Kind::Cert, first(&store.d().t.certs)),
+            (Kind::Policy, first(&store.d().t.policies)),
             (Kind::Audit, audit.expect("an audit record")),
             (Kind::Vault, vault),
         ]

@@ -279,35 +279,37 @@ pub(crate) enum Vault {
 }
 
 impl Vault {
+    /// The envelope `meta/vault` held (tests build stores of that layout with it).
     pub(crate) fn encode(&self) -> Vec<u8> {
+        self.with_rec(|rec| encode(VAULT_V, rec))
+    }
+
+    /// Runs `f` on the record form (which borrows a hex copy of a plain key, zeroized after).
+    pub(crate) fn with_rec<T>(&self, f: impl FnOnce(&VaultRec<'_>) -> T) -> T {
         match self {
             Vault::Passphrase {
                 kdf,
                 salt,
                 verifier,
                 wrapped,
-            } => encode(
-                VAULT_V,
-                &VaultRec {
-                    passphrase: true,
-                    kdf: Some(*kdf),
-                    salt: Some(salt.clone()),
-                    verifier: Some(verifier.clone()),
-                    master_wrapped: Some(SealedRec::from_sealed(wrapped.clone())),
-                    master_plain: None,
-                },
-            ),
+            } => f(&VaultRec {
+                passphrase: true,
+                kdf: Some(*kdf),
+                salt: Some(salt.clone()),
+                verifier: Some(verifier.clone()),
+                master_wrapped: Some(SealedRec::from_sealed(wrapped.clone())),
+                master_plain: None,
+            }),
             Vault::Plain(k) => {
                 let hex = Zeroizing::new(hex_encode(k.expose()));
-                let rec = VaultRec {
+                f(&VaultRec {
                     passphrase: false,
                     kdf: None,
                     salt: None,
                     verifier: None,
                     master_wrapped: None,
                     master_plain: Some(&hex),
-                };
-                encode(VAULT_V, &rec)
+                })
             }
         }
     }
@@ -319,35 +321,39 @@ impl Vault {
                 return Err(CorruptError::UnknownVersion(v));
             }
             let rec: VaultRec<'_> = serde_json::from_slice(body).map_err(CorruptError::Decode)?;
-            if rec.passphrase {
-                let kdf = rec.kdf.ok_or(CorruptError::Field("kdf"))?;
-                let salt = rec.salt.ok_or(CorruptError::Field("salt"))?;
-                let verifier = rec
-                    .verifier
-                    .filter(|v| v.len() == 32)
-                    .ok_or(CorruptError::Field("verifier"))?;
-                let wrapped = rec
-                    .master_wrapped
-                    .ok_or(CorruptError::Field("master_wrapped"))?
-                    .to_sealed()?;
-                Ok(Vault::Passphrase {
-                    kdf,
-                    salt,
-                    verifier,
-                    wrapped,
-                })
-            } else {
-                let hex = rec
-                    .master_plain
-                    .ok_or(CorruptError::Field("master_plain"))?;
-                let raw =
-                    Zeroizing::new(hex_decode(hex).ok_or(CorruptError::Field("master_plain"))?);
-                Ok(Vault::Plain(
-                    MasterKey::from_slice(&raw).ok_or(CorruptError::Field("master_plain"))?,
-                ))
-            }
+            Self::from_rec(rec)
         };
         inner().map_err(|r| StoreError::corrupt("meta/vault", r))
+    }
+
+    /// The vault a decoded record describes.
+    pub(crate) fn from_rec(rec: VaultRec<'_>) -> Result<Self, CorruptError> {
+        if rec.passphrase {
+            let kdf = rec.kdf.ok_or(CorruptError::Field("kdf"))?;
+            let salt = rec.salt.ok_or(CorruptError::Field("salt"))?;
+            let verifier = rec
+                .verifier
+                .filter(|v| v.len() == 32)
+                .ok_or(CorruptError::Field("verifier"))?;
+            let wrapped = rec
+                .master_wrapped
+                .ok_or(CorruptError::Field("master_wrapped"))?
+                .to_sealed()?;
+            Ok(Vault::Passphrase {
+                kdf,
+                salt,
+                verifier,
+                wrapped,
+            })
+        } else {
+            let hex = rec
+                .master_plain
+                .ok_or(CorruptError::Field("master_plain"))?;
+            let raw = Zeroizing::new(hex_decode(hex).ok_or(CorruptError::Field("master_plain"))?);
+            Ok(Vault::Plain(
+                MasterKey::from_slice(&raw).ok_or(CorruptError::Field("master_plain"))?,
+            ))
+        }
     }
 }
 

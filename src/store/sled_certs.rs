@@ -88,8 +88,9 @@ impl Iterator for DueIter {
 impl SledStore {
     /// Active certificates with `not_after < t`, in expiry order, as a lazy range scan.
     pub fn due_iter(&self, t: u64) -> DueIter {
+        let d = self.d();
         DueIter {
-            inner: self.t.expiry.range(..t.to_be_bytes()),
+            inner: d.t.expiry.range(..t.to_be_bytes()),
             visited: 0,
         }
     }
@@ -101,6 +102,7 @@ impl CertStore for SledStore {
     }
 
     fn put_certs(&self, certs: &[CertRecord]) -> Result<()> {
+        let d = self.d();
         let mut encoded = Vec::with_capacity(certs.len());
         for c in certs {
             if c.not_after < c.not_before {
@@ -112,7 +114,7 @@ impl CertStore for SledStore {
             encoded.push(encode(CERT_V, &CertRec::from_domain(c)));
         }
         tx(
-            (&self.t.certs, &self.t.expiry, &self.t.keys).transaction(|(c, e, k)| {
+            (&d.t.certs, &d.t.expiry, &d.t.keys).transaction(|(c, e, k)| {
                 for (cert, bytes) in certs.iter().zip(&encoded) {
                     if let Some(key_id) = cert.key_id
                         && k.get(key_id.as_bytes())?.is_none()
@@ -128,19 +130,21 @@ impl CertStore for SledStore {
                 Ok(())
             }),
         )?;
-        self.flush()
+        d.flush()
     }
 
     fn get_cert(&self, id: CertId) -> Result<CertRecord> {
-        match self.t.certs.get(id.as_bytes())? {
+        let d = self.d();
+        match d.t.certs.get(id.as_bytes())? {
             Some(v) => decode_cert(id, &v),
             None => Err(StoreError::CertNotFound(id)),
         }
     }
 
     fn list_certs(&self) -> Result<Vec<CertRecord>> {
+        let d = self.d();
         let mut out = Vec::new();
-        for kv in &self.t.certs {
+        for kv in &d.t.certs {
             let (k, v) = kv?;
             let id = CertId::from_slice(&k)
                 .ok_or_else(|| StoreError::corrupt(what("certs", &k), CorruptError::Index))?;
@@ -155,7 +159,8 @@ impl CertStore for SledStore {
     }
 
     fn next_due(&self) -> Result<Option<DueCert>> {
-        self.t
+        self.d()
+            .t
             .expiry
             .first()?
             .map(|(k, _)| parse_index_key(&k))
@@ -163,7 +168,8 @@ impl CertStore for SledStore {
     }
 
     fn mark_superseded(&self, id: CertId, by: Option<CertId>, at: u64) -> Result<()> {
-        tx((&self.t.certs, &self.t.expiry).transaction(|(c, e)| {
+        let d = self.d();
+        tx((&d.t.certs, &d.t.expiry).transaction(|(c, e)| {
             let Some(mut rec) = unindex(c, e, id)? else {
                 return fail(StoreError::CertNotFound(id));
             };
@@ -171,12 +177,13 @@ impl CertStore for SledStore {
             c.insert(id.as_bytes(), encode(CERT_V, &CertRec::from_domain(&rec)))?;
             Ok(())
         }))?;
-        self.flush()
+        d.flush()
     }
 
     fn delete_cert(&self, id: CertId) -> Result<()> {
+        let d = self.d();
         tx(
-            (&self.t.certs, &self.t.expiry, &self.t.renewals).transaction(|(c, e, r)| {
+            (&d.t.certs, &d.t.expiry, &d.t.renewals).transaction(|(c, e, r)| {
                 if unindex(c, e, id)?.is_none() {
                     return fail(StoreError::CertNotFound(id));
                 }
@@ -185,23 +192,25 @@ impl CertStore for SledStore {
                 Ok(())
             }),
         )?;
-        self.flush()
+        d.flush()
     }
 
     fn put_renewal(&self, id: CertId, policy: &serde_json::Value) -> Result<()> {
+        let d = self.d();
         let bytes = encode(POLICY_V, policy);
-        tx((&self.t.certs, &self.t.renewals).transaction(|(c, r)| {
+        tx((&d.t.certs, &d.t.renewals).transaction(|(c, r)| {
             if c.get(id.as_bytes())?.is_none() {
                 return fail(StoreError::CertNotFound(id));
             }
             r.insert(id.as_bytes(), bytes.as_slice())?;
             Ok(())
         }))?;
-        self.flush()
+        d.flush()
     }
 
     fn first_due_from(&self, t: u64) -> Result<Option<DueCert>> {
-        self.t
+        self.d()
+            .t
             .expiry
             .range(t.to_be_bytes()..)
             .next()
@@ -211,7 +220,8 @@ impl CertStore for SledStore {
     }
 
     fn get_renewal(&self, id: CertId) -> Result<Option<serde_json::Value>> {
-        self.t
+        self.d()
+            .t
             .renewals
             .get(id.as_bytes())?
             .map(|v| decode(|| what("renewals", id.as_bytes()), POLICY_V, &v))
@@ -219,8 +229,9 @@ impl CertStore for SledStore {
     }
 
     fn renewals(&self) -> Result<Vec<(CertId, serde_json::Value)>> {
+        let d = self.d();
         let mut out = Vec::new();
-        for kv in &self.t.renewals {
+        for kv in &d.t.renewals {
             let (k, v) = kv?;
             let id = CertId::from_slice(&k)
                 .ok_or_else(|| StoreError::corrupt(what("renewals", &k), CorruptError::Index))?;

@@ -69,7 +69,8 @@ fn fail<T>(e: StoreError) -> Result<T, ConflictableTransactionError<StoreError>>
 
 impl SledStore {
     fn load_key(&self, id: KeyId) -> Result<Option<(KeyRec, KeyInfo)>> {
-        self.t
+        self.d()
+            .t
             .keys
             .get(id.as_bytes())?
             .map(|v| decode_key(id, &v))
@@ -78,7 +79,8 @@ impl SledStore {
 
     /// Read-modify-write of one key record.
     fn update_key(&self, id: KeyId, f: impl Fn(&mut KeyRec)) -> Result<()> {
-        tx(self.t.keys.transaction(|k| {
+        let d = self.d();
+        tx(d.t.keys.transaction(|k| {
             let Some(v) = k.get(id.as_bytes())? else {
                 return fail(StoreError::KeyIdNotFound(id));
             };
@@ -87,7 +89,7 @@ impl SledStore {
             k.insert(id.as_bytes(), encode(KEY_V, &rec))?;
             Ok(())
         }))?;
-        self.flush()
+        d.flush()
     }
 }
 
@@ -107,7 +109,9 @@ impl KeyStore for SledStore {
             updated_at: now,
         };
         let bytes = encode(KEY_V, &rec);
-        tx((&self.t.keys, &self.t.key_names).transaction(|(k, n)| {
+        // After `with_master`: the state lock is never taken while the database is held.
+        let d = self.d();
+        tx((&d.t.keys, &d.t.key_names).transaction(|(k, n)| {
             if n.get(key.name.as_bytes())?.is_some() {
                 return fail(StoreError::DuplicateName {
                     name: key.name.clone(),
@@ -117,12 +121,13 @@ impl KeyStore for SledStore {
             k.insert(id.as_bytes(), bytes.as_slice())?;
             Ok(())
         }))?;
-        self.flush()?;
+        d.flush()?;
         Ok(id)
     }
 
     fn get_key(&self, name_or_id: &str) -> Result<KeyInfo> {
-        if let Some(idb) = self.t.key_names.get(name_or_id.as_bytes())? {
+        let by_name = self.d().t.key_names.get(name_or_id.as_bytes())?;
+        if let Some(idb) = by_name {
             let index_err = || {
                 StoreError::corrupt(
                     what("key_names", name_or_id.as_bytes()),
@@ -150,8 +155,9 @@ impl KeyStore for SledStore {
     }
 
     fn list_keys(&self) -> Result<Vec<KeyInfo>> {
+        let d = self.d();
         let mut out = Vec::new();
-        for kv in &self.t.keys {
+        for kv in &d.t.keys {
             let (k, v) = kv?;
             out.push(decode_key(parse_id("keys", &k)?, &v)?.1);
         }
@@ -174,8 +180,9 @@ impl KeyStore for SledStore {
     }
 
     fn rename_key(&self, id: KeyId, new_name: &str, now: u64) -> Result<()> {
+        let d = self.d();
         validate_name(new_name)?;
-        tx((&self.t.keys, &self.t.key_names).transaction(|(k, n)| {
+        tx((&d.t.keys, &d.t.key_names).transaction(|(k, n)| {
             let Some(v) = k.get(id.as_bytes())? else {
                 return fail(StoreError::KeyIdNotFound(id));
             };
@@ -195,7 +202,7 @@ impl KeyStore for SledStore {
             k.insert(id.as_bytes(), encode(KEY_V, &rec))?;
             Ok(())
         }))?;
-        self.flush()
+        d.flush()
     }
 
     fn set_comment(&self, id: KeyId, comment: &str, now: u64) -> Result<()> {
@@ -206,8 +213,9 @@ impl KeyStore for SledStore {
     }
 
     fn delete_key(&self, id: KeyId) -> Result<KeyInfo> {
+        let d = self.d();
         let info = tx(
-            (&self.t.keys, &self.t.key_names, &self.t.policies).transaction(|(k, n, p)| {
+            (&d.t.keys, &d.t.key_names, &d.t.policies).transaction(|(k, n, p)| {
                 let Some(v) = k.remove(id.as_bytes())? else {
                     return fail(StoreError::KeyIdNotFound(id));
                 };
@@ -217,7 +225,7 @@ impl KeyStore for SledStore {
                 Ok(info)
             }),
         )?;
-        self.flush()?;
+        d.flush()?;
         Ok(info)
     }
 }

@@ -64,3 +64,4 @@ mod socket_trust;
 mod store_at_rest;
 mod store_crash;
 mod store_persist;
+mod store_rekey;

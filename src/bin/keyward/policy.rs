@@ -260,7 +260,13 @@ pub(crate) fn audit_command(
         return Ok(match v.broken {
             None => {
                 if !json {
-                    println!("audit trail intact: {} records", v.records);
+                    println!(
+                        "audit trail intact: {} records ({} keyed)",
+                        v.records, v.keyed
+                    );
+                    for note in &v.notes {
+                        println!("note: {note}");
+                    }
                 }
                 ExitCode::SUCCESS
             }

@@ -85,10 +85,10 @@ fn replacing_and_deleting_certs_keeps_the_index_in_step() {
     store.put_cert(&c).unwrap();
     c.not_after = NOW + 100 * DAY;
     store.put_cert(&c).unwrap();
-    assert_eq!(store.t.expiry.len(), 1);
+    assert_eq!(store.d().t.expiry.len(), 1);
     assert_eq!(store.due_before(NOW + 50 * DAY).unwrap(), vec![]);
     store.delete_cert(c.id).unwrap();
-    assert!(store.t.expiry.is_empty() && store.t.certs.is_empty());
+    assert!(store.d().t.expiry.is_empty() && store.d().t.certs.is_empty());
     assert!(matches!(
         store.delete_cert(c.id),
         Err(StoreError::CertNotFound(_))
@@ -108,7 +108,7 @@ fn replacing_and_deleting_certs_keeps_the_index_in_step() {
         store.put_cert(&backwards),
         Err(StoreError::InvalidCert { .. })
     ));
-    assert!(store.t.certs.is_empty() && store.t.expiry.is_empty());
+    assert!(store.d().t.certs.is_empty() && store.d().t.expiry.is_empty());
 }
 
 #[test]

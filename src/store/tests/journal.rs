@@ -127,32 +127,34 @@ fn a_schema_1_audit_tree_moves_into_the_journal_once() {
     // A store written before the journal: its records are in the sled tree, with gaps.
     for (seq, i) in [(0u64, 10), (7, 11), (40, 12)] {
         store
+            .d()
             .t
             .audit
             .insert(seq.to_be_bytes(), encode(AUDIT_V, &event(i)))
             .unwrap();
     }
-    store.db.flush().unwrap();
+    store.flush().unwrap();
     drop(store);
 
     let store = SledStore::open(&store_dir(&dir)).unwrap();
     let entries = store.read_audit(0, 10).unwrap();
     let events: Vec<_> = entries.iter().map(|e| (e.seq, e.event.clone())).collect();
     assert_eq!(events, [(1, event(10)), (2, event(11)), (3, event(12))]);
-    assert!(store.t.audit.is_empty(), "the tree is emptied");
+    assert!(store.d().t.audit.is_empty(), "the tree is emptied");
     assert_eq!(store.append_audit(&event(13)).unwrap(), 4);
 
     // A crash after the copy but before the tree was emptied leaves both: no second copy.
     store
+        .d()
         .t
         .audit
         .insert(0u64.to_be_bytes(), encode(AUDIT_V, &event(10)))
         .unwrap();
-    store.db.flush().unwrap();
+    store.flush().unwrap();
     drop(store);
     let store = SledStore::open(&store_dir(&dir)).unwrap();
     assert_eq!(seqs(&store, 0), [1, 2, 3, 4]);
-    assert!(store.t.audit.is_empty());
+    assert!(store.d().t.audit.is_empty());
 }
 
 #[test]
@@ -168,4 +170,42 @@ fn an_empty_last_segment_continues_the_chain_of_the_one_before() {
     assert_eq!(store.last_audit().unwrap().unwrap().seq, 3);
     assert_eq!(store.append_audit(&event(3)).unwrap(), 4);
     assert_eq!(seqs(&store, 0), [1, 2, 3, 4]);
+}
+
+#[test]
+fn retained_records_outlive_pruning_of_the_trail_and_are_bounded_on_their_own() {
+    let (dir, store) = new_store();
+    // Every fifth record is a refusal kept apart as well.
+    for i in 1..=50u64 {
+        let seq = store.append_audit_lazy(&event(i)).unwrap();
+        if i % 5 == 0 {
+            store.append_audit_retained(seq, &event(i)).unwrap();
+        }
+    }
+    store.prune_audit(12).unwrap();
+    // The trail keeps 39..=50; the retained records older than that come first.
+    let main: Vec<u64> = (39..=50).collect();
+    let listed = [vec![5, 10, 15, 20, 25, 30, 35], main.clone()].concat();
+    assert_eq!(seqs(&store, 0), listed);
+    assert_eq!(seqs(&store, 21), [vec![25, 30, 35], main].concat());
+    let retained = |s: &SledStore| -> Vec<u64> {
+        s.read_audit_journal(true, 0, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect()
+    };
+    assert_eq!(retained(&store), [5, 10, 15, 20, 25, 30, 35, 40, 45, 50]);
+    // Bounded too, by the same number, and the bound survives a reopen.
+    for i in 51..=70u64 {
+        let seq = store.append_audit(&event(i)).unwrap();
+        store.append_audit_retained(seq, &event(i)).unwrap();
+    }
+    store.prune_audit(12).unwrap();
+    let newest: Vec<u64> = (59..=70).collect();
+    assert_eq!(retained(&store), newest);
+    drop(store);
+    let store = SledStore::open(&store_dir(&dir)).unwrap();
+    assert_eq!(retained(&store), newest);
+    assert_eq!(seqs(&store, 0), newest);
 }

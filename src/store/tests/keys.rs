@@ -60,7 +60,7 @@ fn duplicate_name_refused_and_nothing_changed() {
     assert!(matches!(err, StoreError::DuplicateName { .. }));
     assert_eq!(store.list_keys().unwrap(), before);
     assert_eq!(store.get_key("a").unwrap().id, a);
-    assert_eq!(store.t.key_names.len(), 2);
+    assert_eq!(store.d().t.key_names.len(), 2);
 }
 
 #[test]
@@ -87,7 +87,7 @@ fn rename_comment_delete() {
     );
     assert_eq!(store.delete_key(id).unwrap().name, "new");
     assert_eq!(store.get_policy(id).unwrap(), None);
-    assert!(store.t.key_names.is_empty() && store.t.keys.is_empty());
+    assert!(store.d().t.key_names.is_empty() && store.d().t.keys.is_empty());
     assert!(matches!(
         store.delete_key(id),
         Err(StoreError::KeyIdNotFound(_))
@@ -203,12 +203,10 @@ fn store_without_passphrase_says_so() {
     let id = store.put_key(new_key("k", 1), NOW).unwrap();
     drop(store);
     let store = reopen_without_passphrase(&dir, id);
-    let raw = store
-        .t
-        .meta
-        .get(crate::store::sled_store::META_VAULT)
+    let key_file = crate::store::keyfile::KeyFile::read(store.path())
         .unwrap()
         .unwrap();
+    let raw = key_file.vault.encode();
     assert!(raw.windows(19).any(|w| w == b"\"passphrase\":false,"));
 }
 

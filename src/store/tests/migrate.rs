@@ -21,12 +21,13 @@ fn make_v0(store: &SledStore, keys: &[(&str, u8)]) -> Vec<KeyId> {
                     private: SealedRec::from_sealed(seal_private(m, *id, &public, &private)),
                     public,
                 };
-                store.t.keys.insert(id.as_bytes(), encode(0, &rec))?;
+                store.d().t.keys.insert(id.as_bytes(), encode(0, &rec))?;
             }
             Ok(())
         })
         .unwrap();
     store
+        .d()
         .t
         .meta
         .insert(META_SCHEMA, &0u32.to_be_bytes())
@@ -39,7 +40,7 @@ fn make_v0(store: &SledStore, keys: &[(&str, u8)]) -> Vec<KeyId> {
 fn schema_0_store_is_migrated_on_open() {
     let (dir, store) = new_store();
     let ids = make_v0(&store, &[("alpha", 1), ("beta", 2), ("alpha", 3)]);
-    assert!(store.t.key_names.is_empty());
+    assert!(store.d().t.key_names.is_empty());
     drop(store);
 
     let store = SledStore::open(&store_dir(&dir)).unwrap();
@@ -47,7 +48,7 @@ fn schema_0_store_is_migrated_on_open() {
     store.unseal(PASS).unwrap();
     let keys = store.list_keys().unwrap();
     assert_eq!(keys.len(), 3);
-    assert_eq!(store.t.key_names.len(), 3);
+    assert_eq!(store.d().t.key_names.len(), 3);
     for (id, seed) in ids.iter().zip([1u8, 2, 3]) {
         let info = store.key(*id).unwrap();
         assert_eq!(info.created_at, 0);
@@ -80,6 +81,7 @@ fn schema_0_store_is_migrated_on_open() {
 fn newer_schema_is_refused() {
     let (dir, store) = new_store();
     store
+        .d()
         .t
         .meta
         .insert(META_SCHEMA, &(CURRENT_SCHEMA + 1).to_be_bytes())

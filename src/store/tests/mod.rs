@@ -4,6 +4,7 @@ mod certs;
 mod journal;
 mod keys;
 mod migrate;
+mod rekey;
 mod security;
 
 use std::path::Path;

@@ -11,7 +11,7 @@ fn raw_key(store: &SledStore, id: crate::store::KeyId) -> KeyRec {
     decode(
         String::new,
         KEY_V,
-        &store.t.keys.get(id.as_bytes()).unwrap().unwrap(),
+        &store.d().t.keys.get(id.as_bytes()).unwrap().unwrap(),
     )
     .unwrap()
 }
@@ -24,11 +24,13 @@ fn swapped_ciphertexts_do_not_decrypt() {
     let (mut ra, mut rb) = (raw_key(&store, a), raw_key(&store, b));
     std::mem::swap(&mut ra.private, &mut rb.private);
     store
+        .d()
         .t
         .keys
         .insert(a.as_bytes(), encode(KEY_V, &ra))
         .unwrap();
     store
+        .d()
         .t
         .keys
         .insert(b.as_bytes(), encode(KEY_V, &rb))
@@ -51,6 +53,7 @@ fn swapped_ciphertexts_do_not_decrypt() {
     std::mem::swap(&mut ra.private, &mut rb.private);
     ra.public = public(9).to_bytes().unwrap();
     store
+        .d()
         .t
         .keys
         .insert(a.as_bytes(), encode(KEY_V, &ra))
@@ -68,6 +71,7 @@ fn swapped_ciphertexts_do_not_decrypt() {
     let (mut rc, rd) = (raw_key(&store, c), raw_key(&store, d));
     rc.private = rd.private;
     store
+        .d()
         .t
         .keys
         .insert(c.as_bytes(), encode(KEY_V, &rc))
@@ -121,11 +125,18 @@ fn no_plaintext_private_key_in_store_files() {
 fn corrupt_records_give_typed_errors() {
     let (_dir, store) = new_store();
     let id = store.put_key(new_key("k", 1), NOW).unwrap();
-    let good = store.t.keys.get(id.as_bytes()).unwrap().unwrap().to_vec();
+    let good = store
+        .d()
+        .t
+        .keys
+        .get(id.as_bytes())
+        .unwrap()
+        .unwrap()
+        .to_vec();
     for i in [0, 5, good.len() / 2, good.len() - 1] {
         let mut bad = good.clone();
         bad[i] ^= 0x01;
-        store.t.keys.insert(id.as_bytes(), bad).unwrap();
+        store.d().t.keys.insert(id.as_bytes(), bad).unwrap();
         let err = store.get_key("k").unwrap_err();
         assert!(
             matches!(err, StoreError::Corrupt { .. }),
@@ -134,6 +145,7 @@ fn corrupt_records_give_typed_errors() {
         assert!(store.list_keys().is_err());
     }
     store
+        .d()
         .t
         .keys
         .insert(id.as_bytes(), encode(7, &raw_key_from(&good)))
@@ -151,7 +163,7 @@ fn corrupt_records_give_typed_errors() {
         chain,
         format!("record keys/{id} is corrupt: version 7 unknown")
     );
-    store.t.keys.insert(id.as_bytes(), &b"x"[..]).unwrap();
+    store.d().t.keys.insert(id.as_bytes(), &b"x"[..]).unwrap();
     assert!(matches!(
         store.key(id),
         Err(StoreError::Corrupt {
@@ -160,6 +172,7 @@ fn corrupt_records_give_typed_errors() {
         })
     ));
     store
+        .d()
         .t
         .keys
         .insert(
@@ -181,22 +194,16 @@ fn raw_key_from(bytes: &[u8]) -> KeyRec {
 }
 
 #[test]
-fn corrupt_vault_is_reported_on_open() {
+fn corrupt_key_file_is_reported_on_open() {
     let (dir, store) = new_store();
-    let meta = store.t.meta.clone();
-    let mut v = meta
-        .get(crate::store::sled_store::META_VAULT)
-        .unwrap()
-        .unwrap()
-        .to_vec();
+    drop(store);
+    let path = store_dir(&dir).join("master.key");
+    let mut v = std::fs::read(&path).unwrap();
     v[3] ^= 0x20;
-    meta.insert(crate::store::sled_store::META_VAULT, v)
-        .unwrap();
-    store.flush().unwrap();
-    drop((meta, store));
+    std::fs::write(&path, v).unwrap();
     let err = SledStore::open(&store_dir(&dir)).unwrap_err();
     assert!(
-        matches!(err, StoreError::Corrupt { ref what, .. } if what == "meta/vault"),
+        matches!(err, StoreError::Corrupt { ref what, .. } if what == "master.key"),
         "{err:?}"
     );
 }
@@ -225,7 +232,11 @@ fn directory_and_files_have_no_group_or_other_bits() {
     assert_private_modes(&path);
     // A directory made loose, and a file made readable, are tightened on the next open.
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(path.join("conf"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(
+        path.join("db-1").join("conf"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
     drop(SledStore::open(&path).unwrap());
     assert_private_modes(&path);
 }
@@ -242,12 +253,13 @@ fn flipped_bytes_in_the_database_file_do_not_panic() {
         store.put_key(new_key(&format!("k{i}"), i), NOW).unwrap();
     }
     drop(store);
-    let orig = std::fs::read(path.join("db")).unwrap();
+    let db_file = path.join("db-1").join("db");
+    let orig = std::fs::read(&db_file).unwrap();
     let used = orig.iter().rposition(|&b| b != 0).unwrap();
     for off in (0..used).step_by(used / 12) {
         let mut bytes = orig.clone();
         bytes[off] ^= 0x40;
-        std::fs::write(path.join("db"), &bytes).unwrap();
+        std::fs::write(&db_file, &bytes).unwrap();
         let outcome = std::panic::catch_unwind(|| {
             let store = SledStore::open(&path)?;
             store.list_keys().map(|k| k.len())
