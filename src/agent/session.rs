@@ -238,6 +238,39 @@ impl Session {
         }
     }
 
+    /// Who asks, as of this request: the connecting process's lineage (read once), what the
+    /// connecting pid runs now (one readlink and one small read per request), and whether it is
+    /// still the process that connected and the one the kernel saw write the request.
+    fn caller(&self) -> Caller {
+        let lineage = Arc::clone(self.lineage.get_or_init(|| {
+            Arc::new(
+                self.peer
+                    .pid
+                    .map(|pid| policy::peer::chain(pid, 8))
+                    .unwrap_or_default(),
+            )
+        }));
+        let current = self.peer.pid.and_then(policy::peer::Snapshot::read);
+        let continuity =
+            match policy::peer::Continuity::of(self.connected.as_ref(), current.as_ref()) {
+                policy::peer::Continuity::Same => self
+                    .peer
+                    .pid
+                    .and_then(|pid| self.senders.other_than(pid))
+                    .map_or(
+                        policy::peer::Continuity::Same,
+                        policy::peer::Continuity::OtherWriter,
+                    ),
+                changed => changed,
+            };
+        Caller {
+            lineage,
+            current,
+            continuity,
+            connected_exe: self.connected.as_ref().and_then(|c| c.exe.clone()),
+        }
+    }
+
     async fn sign(&self, req: identity::Sign<'_>) -> Reply {
         let now = self.config.clock.boot_now();
         let Some(entry) = self.keyring.find(req.blob, now) else {
@@ -258,37 +291,9 @@ impl Session {
         }
         let flags = req.flags;
         let data = req.data.to_vec();
-        let lineage = Arc::clone(self.lineage.get_or_init(|| {
-            Arc::new(
-                self.peer
-                    .pid
-                    .map(|pid| policy::peer::chain(pid, 8))
-                    .unwrap_or_default(),
-            )
-        }));
-        // Who holds the connection now: one readlink and one small read per request.
-        let current = self.peer.pid.and_then(policy::peer::Snapshot::read);
-        // And whether the kernel saw another process write the request.
-        let continuity =
-            match policy::peer::Continuity::of(self.connected.as_ref(), current.as_ref()) {
-                policy::peer::Continuity::Same => self
-                    .peer
-                    .pid
-                    .and_then(|pid| self.senders.other_than(pid))
-                    .map_or(
-                        policy::peer::Continuity::Same,
-                        policy::peer::Continuity::OtherWriter,
-                    ),
-                changed => changed,
-            };
         let request = Requester::of(
             self.peer,
-            Caller {
-                lineage,
-                current,
-                continuity,
-                connected_exe: self.connected.as_ref().and_then(|c| c.exe.clone()),
-            },
+            self.caller(),
             &self.bindings,
             &data,
             entry.algorithm(flags),

@@ -223,13 +223,10 @@ fn exec(command: &[OsString], socket: &Path, pid: i32) -> anyhow::Error {
     anyhow::Error::new(error).context(command[0].to_string_lossy().into_owned())
 }
 
-/// Binds `path` 0600, refusing a socket another agent serves with bind's own words.
+/// Binds `path` (0600 from the start, in a 0700 directory: [`socket::bind`]), refusing a socket
+/// another agent serves with bind's own words.
 fn bind(path: &Path) -> anyhow::Result<std::os::unix::net::UnixListener> {
-    // No moment with a wider mode than the final one (ssh-agent binds under umask 0177 too).
-    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
-    let bound = socket::bind(path);
-    nix::sys::stat::umask(old);
-    bound.map_err(|e| match e {
+    socket::bind(path).map_err(|e| match e {
         socket::SocketError::AlreadyListening(path) => anyhow::anyhow!(
             "cannot bind to path {}: Address already in use (another agent serves it)",
             path.display()

@@ -173,32 +173,24 @@ async fn serve_async(options: &Options, launch: Launch) -> anyhow::Result<(Socke
         .as_ref()
         .map(|s| Arc::clone(s) as Arc<dyn crate::store::Vault + Send + Sync>);
     let keyring = Arc::new(Keyring::new().with_vault(vault));
+    let askpass = options
+        .askpass
+        .clone()
+        .or_else(|| std::env::var_os("SSH_ASKPASS").map(PathBuf::from));
     let service = Arc::new(
         Service::new(store, Some(Arc::clone(&keyring)), Arc::clone(&clock))
             .with_defaults(options.defaults.clone())
-            .with_askpass(
-                options
-                    .askpass
-                    .clone()
-                    .or_else(|| std::env::var_os("SSH_ASKPASS").map(PathBuf::from)),
-            ),
+            .with_askpass(askpass.clone()),
     );
     // One audit trail for the agent sessions and the service.
     let config = Arc::new(
-        AgentConfig::new(
-            clock,
-            options
-                .askpass
-                .clone()
-                .or_else(|| std::env::var_os("SSH_ASKPASS").map(PathBuf::from)),
-            options.lifetime,
-        )
-        .with_auditor(service.auditor())
-        .with_pkcs11(
-            crate::agent::pkcs11::default_helper(),
-            options.compat.providers.allowed.clone(),
-        )
-        .with_compat(options.compat.clone()),
+        AgentConfig::new(clock, askpass, options.lifetime)
+            .with_auditor(service.auditor())
+            .with_pkcs11(
+                crate::agent::pkcs11::default_helper(),
+                options.compat.providers.allowed.clone(),
+            )
+            .with_compat(options.compat.clone()),
     );
     if let Some(file) = &options.passphrase_file {
         let passphrase = read_passphrase_file(file)?;

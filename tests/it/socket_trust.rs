@@ -203,7 +203,7 @@ fn shared_sticky_runtime_dir_with_impostor_sockets_gets_nothing() {
     let mut control = Impostor::serve(&dir.join("control.sock"));
 
     every_client_refuses(tmp.path(), &xdg, &format!("rm -r {}", dir.display()));
-    let out = run(clean_command(agent_bin(), tmp.path()).env("XDG_RUNTIME_DIR", &xdg));
+    let out = run(native_agent(tmp.path()).env("XDG_RUNTIME_DIR", &xdg));
     out.assert_failure("keyward-agent in a squatted directory");
     assert!(
         out.stderr.contains("65534") && out.stderr.contains(&dir.display().to_string()),
@@ -249,7 +249,7 @@ fn impostor_sockets_in_our_own_runtime_dir_get_nothing() {
     }
 
     every_client_refuses(tmp.path(), &xdg, &format!("rm {}/", dir.display()));
-    let out = run(clean_command(agent_bin(), tmp.path()).env("XDG_RUNTIME_DIR", &xdg));
+    let out = run(native_agent(tmp.path()).env("XDG_RUNTIME_DIR", &xdg));
     out.assert_failure("keyward-agent over another user's socket");
     assert!(
         out.stderr.contains("socket of uid 65534") && out.stderr.contains("rm "),
@@ -279,7 +279,7 @@ fn symlinked_runtime_dir_is_refused_and_its_target_gets_nothing() {
     fs::remove_file(target.join("control.sock")).expect("rm");
     for out in [
         keyward(tmp.path(), &xdg, &["start"]),
-        run(clean_command(agent_bin(), tmp.path()).env("XDG_RUNTIME_DIR", &xdg)),
+        run(native_agent(tmp.path()).env("XDG_RUNTIME_DIR", &xdg)),
     ] {
         out.assert_failure("starting an agent in a symlinked directory");
         assert!(
@@ -348,4 +348,13 @@ fn runtime_dir_falls_back_under_home_without_xdg_runtime_dir() {
         poll_until(HANG_GUARD, || !expected.exists()),
         "the agent removed its socket"
     );
+}
+
+/// keyward-agent as `keyward start` and the service units run it: in the foreground on the
+/// default socket (a keyward long option; ssh-agent's flagless mode would make a private
+/// directory of its own instead, which no squatter can reach).
+fn native_agent(home: &std::path::Path) -> std::process::Command {
+    let mut command = clean_command(agent_bin(), home);
+    command.arg("--store").arg(home.join("store"));
+    command
 }

@@ -106,9 +106,19 @@ fn hex_decode(s: &str) -> Vec<u8> {
 
 /// Exports key `name`'s private key from the store of `env` (offline); `Ok` with the key text.
 fn export_private(env: &Env, name: &str) -> Result<String, String> {
+    export_private_with(env, name, None)
+}
+
+/// A private export, proving the store passphrase (`pass`: a passphrase file) when the store
+/// has one: the agent asks for it before it reveals a private key.
+fn export_private_with(env: &Env, name: &str, pass: Option<&str>) -> Result<String, String> {
     let out_file = env.path(&format!("{name}.exported"));
     let _ = fs::remove_file(&out_file);
-    let out = env.kw(&["key", "export", name, "--private", "--out", &out_file]);
+    let mut args = vec!["key", "export", name, "--private", "--out", &out_file];
+    if let Some(pass) = pass {
+        args.splice(0..0, ["--store-passphrase-file", pass]);
+    }
+    let out = env.kw(&args);
     if out.status.success() {
         Ok(fs::read_to_string(&out_file).expect("read exported key"))
     } else {
@@ -169,8 +179,8 @@ fn setting_a_passphrase_leaves_nothing_the_old_plain_master_key_opens() {
     let user = env_with_copy_of(&after);
     let pass = user.pass_file(STORE_PASS);
     let mut agent = user.start_agent(&["--passphrase-file", &pass]);
-    let exported = export_private(&user, "early");
-    assert!(export_private(&user, "late").is_ok());
+    let exported = export_private_with(&user, "early", Some(&pass));
+    assert!(export_private_with(&user, "late", Some(&pass)).is_ok());
     stop(&mut agent);
     assert_eq!(exported, Ok(early));
 }
