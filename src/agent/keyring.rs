@@ -63,8 +63,9 @@ pub struct KeyPolicy {
     pub policy: crate::policy::Policy,
     /// Its `ssh-add -h` destination constraints, checked as well.
     pub restrict: Option<crate::policy::dest::Destinations>,
-    /// Its use since it was loaded.
-    pub usage: std::sync::Mutex<crate::policy::Usage>,
+    /// Its use since it was loaded, shared by the key and the certificates served beside it
+    /// (`keyward key cert add`), so their signatures count together.
+    pub usage: Arc<std::sync::Mutex<crate::policy::Usage>>,
 }
 
 impl Entry {
@@ -106,7 +107,7 @@ impl Entry {
             id,
             policy,
             restrict: None,
-            usage: std::sync::Mutex::new(crate::policy::Usage::loaded(now)),
+            usage: Arc::new(std::sync::Mutex::new(crate::policy::Usage::loaded(now))),
         });
         self
     }

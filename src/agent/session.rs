@@ -555,19 +555,16 @@ impl Session {
         // A stored key added again keeps its stored policy (and usage); `-h` adds to it.
         let boot_now = self.config.clock.boot_now();
         if let Some(stored) = self.keyring.find(&entry.blob, boot_now).and_then(|old| {
-            old.policy.as_ref().filter(|p| p.id.is_some()).map(|p| {
-                let usage = p
-                    .usage
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .clone();
-                (p.id, p.policy.clone(), usage)
-            })
+            old.policy
+                .as_ref()
+                .filter(|p| p.id.is_some())
+                .map(|p| (p.id, p.policy.clone(), Arc::clone(&p.usage)))
         }) {
+            // The same usage, shared with the certificates served beside the stored key.
             let (id, policy, usage) = stored;
             entry = entry.with_policy(id, policy, now);
             if let Some(p) = entry.policy.as_mut() {
-                p.usage = std::sync::Mutex::new(usage);
+                p.usage = usage;
             }
         } else if destinations.is_some() {
             // ssh-add keys keep OpenSSH's algorithm rules.

@@ -11,7 +11,7 @@ use ssh_key::PublicKey;
 use zeroize::Zeroizing;
 
 use crate::cli::{Backend, passphrase};
-use crate::control::proto::{KeyView, Request, Response};
+use crate::control::proto::{KeyCertView, KeyView, Request, Response};
 use crate::files::write_atomic;
 use crate::keys::fingerprint::{FingerprintHash, fingerprint_line};
 use crate::keys::import;
@@ -28,6 +28,34 @@ pub fn default_comment() -> String {
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "localhost".into());
     format!("{user}@{host}")
+}
+
+/// `keyward key cert list` as text.
+pub fn format_key_certs(certs: &[KeyCertView]) -> String {
+    if certs.is_empty() {
+        return "no OpenSSH certificates (add one with `keyward key cert add NAME FILE`)\n".into();
+    }
+    let mut out = format!(
+        "{:16}  {:12}  {:9}  {:20}  {:6}  {:34}  KEY ID\n",
+        "ID", "KEY", "STATE", "EXPIRES", "SERVED", "TYPE"
+    );
+    for c in certs {
+        out.push_str(&format!(
+            "{:16}  {:12}  {:9}  {:20}  {:6}  {:34}  {}\n",
+            c.id.get(..16).unwrap_or(&c.id),
+            c.key,
+            c.state,
+            c.expires,
+            match c.served {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "-",
+            },
+            c.cert_type,
+            c.key_id
+        ));
+    }
+    out
 }
 
 /// The name a key gets when none is given: `id_rsa`, `id_ed25519`, `id_ecdsa`.

@@ -84,6 +84,25 @@ pub enum Request {
         /// Name or id.
         key: String,
     },
+    /// Add an OpenSSH certificate to a stored key, served beside it.
+    KeyCertAdd {
+        /// Name or id of the key.
+        key: String,
+        /// The certificate, as an OpenSSH public key line (`*-cert.pub`).
+        certificate: String,
+    },
+    /// The OpenSSH certificates of one stored key, or of all.
+    KeyCertList {
+        /// Name or id of the key; `None`: every key's.
+        key: Option<String>,
+    },
+    /// Remove OpenSSH certificates from a stored key.
+    KeyCertRemove {
+        /// Name or id of the key.
+        key: String,
+        /// Id (or unique id prefix) of the certificate; `None`: all of the key's.
+        cert: Option<String>,
+    },
     /// Make a self-signed X.509 certificate from a stored RSA key.
     CertCreate {
         /// Name or id of the key.
@@ -241,6 +260,34 @@ pub struct CertView {
     pub pem: String,
 }
 
+/// An OpenSSH certificate of a stored key as the CLI shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyCertView {
+    /// Id: SHA-256 of the certificate blob, lower-case hex.
+    pub id: String,
+    /// The stored key it certifies (name).
+    pub key: String,
+    /// The certificate type (`ssh-ed25519-cert-v01@openssh.com`, ...).
+    #[serde(rename = "type")]
+    pub cert_type: String,
+    /// The certificate's key id.
+    pub key_id: String,
+    /// Serial number.
+    pub serial: u64,
+    /// Start of validity, unix seconds.
+    pub valid_after: u64,
+    /// End of validity, unix seconds (`u64::MAX`: forever).
+    pub valid_before: u64,
+    /// End of validity, RFC 3339 UTC, or `forever`.
+    pub expires: String,
+    /// `valid`, `expiring` or `expired`.
+    pub state: String,
+    /// Whether the agent serves it now (`None` without a running agent).
+    pub served: Option<bool>,
+    /// The certificate as an OpenSSH public key line, byte for byte what the CA signed.
+    pub public: String,
+}
+
 /// A stored key as the CLI shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct KeyView {
@@ -341,6 +388,11 @@ pub enum Response {
     Certs {
         /// The certificates.
         certs: Vec<CertView>,
+    },
+    /// OpenSSH certificates of stored keys.
+    KeyCerts {
+        /// The certificates.
+        certs: Vec<KeyCertView>,
     },
     /// A key's policy.
     Policy {

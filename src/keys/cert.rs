@@ -105,6 +105,17 @@ impl Certificate<'_> {
     }
 }
 
+/// Parses `blob`, a certificate of whatever type it names, and checks its CA signature.
+pub fn parse_any(blob: &[u8]) -> Result<Certificate<'_>, CertError> {
+    let mut r = blob;
+    let name = read_string(&mut r)?;
+    let name = std::str::from_utf8(name).map_err(|_| CertError::Malformed("key type"))?;
+    if !is_cert_type(name) {
+        return Err(CertError::Unsupported(name.to_owned()));
+    }
+    parse(blob, &name.to_owned())
+}
+
 /// Parses `blob`, which must be a certificate of type `expected`, and checks its CA signature.
 pub fn parse<'a>(blob: &'a [u8], expected: &str) -> Result<Certificate<'a>, CertError> {
     let mut r = blob;

@@ -62,6 +62,8 @@ impl Service {
                         certs.push(view);
                     }
                 }
+                // Stored keys' OpenSSH certificates are tracked beside them.
+                certs.extend(self.key_certs_as_cert_views(None, all, now)?);
                 Response::Certs { certs }
             }
             Request::CertShow { cert } => {
@@ -88,6 +90,11 @@ impl Service {
                     let record = self.store()?.get_cert(due.id)?;
                     certs.push(self.cert_view_with(&record, now, &policies)?);
                 }
+                certs.extend(self.key_certs_as_cert_views(
+                    Some(now.saturating_add(within)),
+                    true,
+                    now,
+                )?);
                 Response::Certs { certs }
             }
             other => {

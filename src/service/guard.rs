@@ -4,7 +4,8 @@
 //!
 //! Privileged: exporting a private key, deleting or renaming a key, clearing or loosening a
 //! policy ([`crate::policy::loosened`]), setting or changing a renewal hook or export target, and
-//! changing the passphrase (whose `old` is the check). Any process of the user can reach
+//! changing the passphrase (whose `old` is the check). Adding or removing a stored key's OpenSSH
+//! certificate is not (see `key_certs.rs`). Any process of the user can reach
 //! `control.sock`, so the agent, not the CLI, asks for the passphrase: without it a same-user
 //! process can use keys only as their policies allow, and can only tighten them. A store without a
 //! passphrase has nothing to check against: these requests are then allowed, and audited.
@@ -264,6 +265,8 @@ impl Service {
         | Request::KeyRename { key: name, .. }
         | Request::KeyComment { key: name, .. }
         | Request::KeyLoad { key: name }
+        | Request::KeyCertAdd { key: name, .. }
+        | Request::KeyCertRemove { key: name, .. }
         | Request::CertCreate { key: name, .. }
         | Request::PolicySet { key: name, .. }) = request
         else {
@@ -300,6 +303,7 @@ fn summary(request: &Request) -> Option<Value> {
         Request::Status
         | Request::KeyList
         | Request::KeyShow { .. }
+        | Request::KeyCertList { .. }
         | Request::CertList { .. }
         | Request::CertShow { .. }
         | Request::CertCheck { .. }

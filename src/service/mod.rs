@@ -12,10 +12,12 @@ use zeroize::Zeroizing;
 
 mod certs;
 mod guard;
+mod key_certs;
 mod policy;
 mod x509;
 
 pub use guard::Caller;
+pub use key_certs::KeyCertError;
 
 use crate::agent::Keyring;
 use crate::agent::keyring::{Constraints, Entry, SignerLoader, SignerSlot};
@@ -94,6 +96,9 @@ pub enum ServiceError {
     /// The user declined at the confirmation prompt (or no askpass program could ask).
     #[error("{0} was not confirmed (declined at the prompt, or no askpass program to ask)")]
     Declined(String),
+    /// An OpenSSH certificate for a stored key is refused.
+    #[error(transparent)]
+    KeyCert(#[from] KeyCertError),
     /// A renewal would be due again at once.
     #[error(
         "the renewed certificate would be valid for {days} days, not more than renew-before: set a longer validity (`keyward cert policy ID --days N`) or a shorter renew-before"
@@ -113,7 +118,8 @@ impl ServiceError {
                 | StoreError::KeyIdNotFound(_)
                 | StoreError::CertNotFound(_),
             )
-            | Self::CertNotFound(_) => ErrorKind::NotFound,
+            | Self::CertNotFound(_)
+            | Self::KeyCert(KeyCertError::NotFound { .. }) => ErrorKind::NotFound,
             Self::Store(
                 StoreError::DuplicateName { .. } | StoreError::AlreadyInitialised { .. },
             ) => ErrorKind::Exists,
@@ -132,6 +138,7 @@ impl ServiceError {
             | Self::CertWithoutKey(_)
             | Self::AlreadyRenewed { .. }
             | Self::KeyPolicy(_)
+            | Self::KeyCert(_)
             | Self::RenewalLoop { .. } => ErrorKind::Invalid,
             Self::NoStore | Self::NoAgent => ErrorKind::NoStore,
             Self::Export(_) | Self::Store(_) => ErrorKind::Internal,
@@ -296,6 +303,9 @@ impl Service {
                         // Locked or not: the store's keys are no longer served.
                         ring.unload(&keys::public_blob(info.public.key_data())?);
                     }
+                    for cert in store.key_certs(None)? {
+                        ring.unload(&cert.blob);
+                    }
                 }
                 store.seal();
                 Response::Ok
@@ -337,6 +347,9 @@ impl Service {
             | Request::CertRenew { .. }
             | Request::CertPolicy { .. }
             | Request::CertCheck { .. }) => self.cert_request(cert, now, caller)?,
+            key_cert @ (Request::KeyCertAdd { .. }
+            | Request::KeyCertList { .. }
+            | Request::KeyCertRemove { .. }) => self.key_cert_request(key_cert, now)?,
             policy @ (Request::PolicySet { .. }
             | Request::PolicyShow { .. }
             | Request::PolicyTest { .. }
@@ -388,7 +401,16 @@ impl Service {
                 let store = self.store()?;
                 let info = store.get_key(&key)?;
                 let view = self.view(&info)?;
+                let certs = store.key_certs(Some(info.id))?;
                 store.delete_key(info.id)?;
+                for cert in &certs {
+                    if let Err(e) = store.delete_key_cert(info.id, &cert.sha256) {
+                        tracing::warn!(key = %info.name, error = %e, "cannot delete a deleted key's certificate");
+                    }
+                    if let Some(ring) = &self.keyring {
+                        ring.unload(&cert.blob);
+                    }
+                }
                 if let Err(e) = store.put_usage(info.id, None, false) {
                     tracing::warn!(key = %info.name, error = %e, "cannot forget a deleted key's usage");
                 }
@@ -521,23 +543,19 @@ impl Service {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = usage;
         }
+        let certs = self.cert_entries(info, &entry, &self.store()?.key_certs(Some(info.id))?)?;
         // A locked agent refuses: nothing is served that an unlock would not restore as it was.
-        ring.add(entry).map_err(|_| ServiceError::AgentLocked)
+        ring.add(entry).map_err(|_| ServiceError::AgentLocked)?;
+        for cert in certs {
+            ring.add(cert).map_err(|_| ServiceError::AgentLocked)?;
+        }
+        Ok(())
     }
 
     /// A key-ring entry for a stored key whose private half is decrypted and parsed on its first
     /// signature, not now: listing needs only the public key.
     fn stored_entry(&self, info: &KeyInfo) -> Result<Entry, ServiceError> {
-        let store = Arc::clone(self.store()?);
-        let (id, name) = (info.id, info.name.clone());
-        let loader: SignerLoader = Box::new(move || {
-            let bytes = store.private_key(id).map_err(|e| error_chain(&e))?;
-            let text = std::str::from_utf8(bytes.as_bytes())
-                .map_err(|_| format!("stored key {name} is not OpenSSH text"))?;
-            let key =
-                PrivateKey::from_openssh(text).map_err(|e| format!("stored key {name}: {e}"))?;
-            Signer::from_keypair(key.key_data()).map_err(|e| error_chain(&e))
-        });
+        let loader = self.stored_loader(info)?;
         let policy = match self.store()?.get_policy(info.id)? {
             Some(value) => crate::policy::Policy::from_json(value)?,
             None => self.defaults.policy.clone(),
@@ -561,6 +579,20 @@ impl Service {
         Ok(entry)
     }
 
+    /// Decrypts and parses stored key `info` when it first signs.
+    fn stored_loader(&self, info: &KeyInfo) -> Result<SignerLoader, ServiceError> {
+        let store = Arc::clone(self.store()?);
+        let (id, name) = (info.id, info.name.clone());
+        Ok(Box::new(move || {
+            let bytes = store.private_key(id).map_err(|e| error_chain(&e))?;
+            let text = std::str::from_utf8(bytes.as_bytes())
+                .map_err(|_| format!("stored key {name} is not OpenSSH text"))?;
+            let key =
+                PrivateKey::from_openssh(text).map_err(|e| format!("stored key {name}: {e}"))?;
+            Signer::from_keypair(key.key_data()).map_err(|e| error_chain(&e))
+        }))
+    }
+
     pub(crate) fn is_loaded(&self, info: &KeyInfo) -> Result<bool, ServiceError> {
         Ok(match &self.keyring {
             Some(ring) => ring
@@ -582,7 +614,19 @@ impl Service {
         let mut entries = Vec::new();
         for info in store.list_keys()? {
             match self.stored_entry(&info) {
-                Ok(entry) => entries.push(entry),
+                Ok(entry) => {
+                    // Its OpenSSH certificates are served beside it.
+                    let certs = store
+                        .key_certs(Some(info.id))
+                        .map_err(ServiceError::from)
+                        .and_then(|certs| self.cert_entries(&info, &entry, &certs))
+                        .unwrap_or_else(|e| {
+                            tracing::warn!(key = %info.name, error = %error_chain(&e), "cannot serve a stored key's certificates");
+                            Vec::new()
+                        });
+                    entries.push(entry);
+                    entries.extend(certs);
+                }
                 Err(e) => {
                     tracing::warn!(key = %info.name, error = %error_chain(&e), "cannot serve stored key");
                 }

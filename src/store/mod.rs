@@ -2,7 +2,7 @@
 //! the audit log and store metadata.
 //!
 //! The rest of keyward uses the traits here ([`Vault`], [`KeyStore`], [`CertStore`],
-//! [`PolicyStore`], [`AuditLog`], or all of them as [`Store`]) and domain types only, so the
+//! [`PolicyStore`], [`KeyCertStore`], [`AuditLog`], or all of them as [`Store`]) and domain types only, so the
 //! backend can be swapped; [`SledStore`] is the sled 0.34 implementation.
 //!
 //! Guarantees of [`SledStore`]:
@@ -32,6 +32,7 @@ mod records;
 mod rekey;
 mod sled_anchor;
 mod sled_certs;
+mod sled_key_certs;
 mod sled_keys;
 mod sled_log;
 mod sled_store;
@@ -51,6 +52,7 @@ pub use keyfile::raw_vault_record;
 pub use migrate::CURRENT_SCHEMA;
 pub use records::{RecordKind, check_record};
 pub use sled_certs::DueIter;
+pub use sled_key_certs::KeyCert;
 pub use sled_keys::{MAX_NAME_LEN, validate_name};
 pub use sled_store::{SledStore, StoreOptions};
 pub use types::{
@@ -156,6 +158,17 @@ pub trait PolicyStore {
     fn get_usage(&self, key: KeyId) -> Result<Option<serde_json::Value>>;
 }
 
+/// The OpenSSH certificates of stored keys (`keyward key cert add`), served beside their key.
+pub trait KeyCertStore {
+    /// Adds certificate `blob` (its wire form, byte for byte) to stored key `key`; adding one
+    /// already there changes nothing. [`StoreError::KeyIdNotFound`] if there is no such key.
+    fn put_key_cert(&self, key: KeyId, blob: &[u8], now: u64) -> Result<KeyCert>;
+    /// The certificates of `key`, or of every key, by key then by SHA-256.
+    fn key_certs(&self, key: Option<KeyId>) -> Result<Vec<KeyCert>>;
+    /// Removes a key's certificate by the SHA-256 of its blob; whether it was there.
+    fn delete_key_cert(&self, key: KeyId, sha256: &[u8; 32]) -> Result<bool>;
+}
+
 /// The audit log: append-only, bounded by [`prune_audit`](AuditLog::prune_audit).
 pub trait AuditLog {
     /// Appends an event; returns its sequence number.
@@ -198,6 +211,12 @@ pub trait AuditLog {
 }
 
 /// The whole store, as one object-safe trait (`Arc<dyn Store>`).
-pub trait Store: Vault + KeyStore + CertStore + PolicyStore + AuditLog + Send + Sync {}
+pub trait Store:
+    Vault + KeyStore + CertStore + PolicyStore + KeyCertStore + AuditLog + Send + Sync
+{
+}
 
-impl<T: Vault + KeyStore + CertStore + PolicyStore + AuditLog + Send + Sync> Store for T {}
+impl<T: Vault + KeyStore + CertStore + PolicyStore + KeyCertStore + AuditLog + Send + Sync> Store
+    for T
+{
+}

@@ -62,6 +62,8 @@ pub(crate) struct Trees {
     pub(crate) renewals: sled::Tree,
     /// `KeyId` → usage record (signatures counted against its policy's limits).
     pub(crate) usage: sled::Tree,
+    /// `KeyId` ‖ SHA-256 of the blob → OpenSSH certificate of a stored key.
+    pub(crate) key_certs: sled::Tree,
     /// sequence (u64 BE) → audit record: schema 1 stores only; their records are moved to the
     /// [`Journal`] on open.
     pub(crate) audit: sled::Tree,
@@ -71,7 +73,7 @@ pub(crate) struct Trees {
 
 impl Trees {
     /// Every tree with its name (for copying a database).
-    pub(crate) fn all(&self) -> [(&'static str, &sled::Tree); 9] {
+    pub(crate) fn all(&self) -> [(&'static str, &sled::Tree); 10] {
         [
             ("keys", &self.keys),
             ("key_names", &self.key_names),
@@ -80,6 +82,7 @@ impl Trees {
             ("policies", &self.policies),
             ("renewals", &self.renewals),
             ("usage", &self.usage),
+            ("key_certs", &self.key_certs),
             ("audit", &self.audit),
             ("meta", &self.meta),
         ]
@@ -94,6 +97,7 @@ impl Trees {
             policies: db.open_tree("policies")?,
             renewals: db.open_tree("renewals")?,
             usage: db.open_tree("usage")?,
+            key_certs: db.open_tree("key_certs")?,
             audit: db.open_tree("audit")?,
             meta: db.open_tree("meta")?,
         })

@@ -7,7 +7,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use keyward::cli::{Backend, Locations};
 use keyward::control::proto::{Request, Response};
@@ -118,6 +118,36 @@ pub(crate) enum KeyCommand {
     Load {
         /// Name or id.
         key: String,
+    },
+    /// OpenSSH certificates of a stored key, served beside it.
+    #[command(subcommand)]
+    Cert(KeyCertCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum KeyCertCommand {
+    /// Add an OpenSSH certificate (a *-cert.pub file made with ssh-keygen -s) to a stored key.
+    Add {
+        /// Name or id of the key.
+        key: String,
+        /// The certificate file.
+        file: PathBuf,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// List the OpenSSH certificates of one key, or of every key.
+    List {
+        /// Name or id of the key.
+        key: Option<String>,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Remove an OpenSSH certificate (by id or id prefix; all of the key's without one).
+    Remove {
+        /// Name or id of the key.
+        key: String,
+        /// Id or id prefix of the certificate.
+        id: Option<String>,
     },
 }
 
@@ -231,8 +261,53 @@ pub(crate) fn key_command(at: &Locations, command: KeyCommand) -> anyhow::Result
             backend.call(|| Request::KeyLoad { key: key.clone() })?;
             eprintln!("keyward: {key} is served by the agent");
         }
+        KeyCommand::Cert(command) => key_cert_command(&mut backend, command)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn key_cert_command(backend: &mut Backend, command: KeyCertCommand) -> anyhow::Result<()> {
+    let expect = |response: Response| match response {
+        Response::KeyCerts { certs } => Ok(certs),
+        other => bail!("unexpected answer from keyward-agent: {other:?}"),
+    };
+    match command {
+        KeyCertCommand::Add { key, file, json } => {
+            let certificate = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let certs = expect(backend.call(|| Request::KeyCertAdd {
+                key: key.clone(),
+                certificate: certificate.clone(),
+            })?)
+            .with_context(|| format!("cannot add {} to {key}", file.display()))?;
+            if json.json {
+                print_json(&certs)?;
+            } else {
+                print!("{}", keys::format_key_certs(&certs));
+            }
+        }
+        KeyCertCommand::List { key, json } => {
+            let certs = expect(backend.call(|| Request::KeyCertList { key: key.clone() })?)?;
+            if json.json {
+                print_json(&certs)?;
+            } else {
+                print!(
+                    "{}",
+                    keyward::cli::fit_to_terminal(&keys::format_key_certs(&certs))
+                );
+            }
+        }
+        KeyCertCommand::Remove { key, id } => {
+            let certs = expect(backend.call(|| Request::KeyCertRemove {
+                key: key.clone(),
+                cert: id.clone(),
+            })?)?;
+            for c in &certs {
+                eprintln!("keyward: removed certificate {} from {key}", &c.id[..16]);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn confirm_delete(key: &str) -> anyhow::Result<bool> {
