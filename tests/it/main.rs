@@ -45,6 +45,7 @@ mod hardening_load;
 mod hardening_load_drip;
 mod hardening_load_pipeline;
 mod hardening_memory;
+mod key_certs;
 mod policy_destination;
 mod policy_exe_fork;
 mod policy_forwarded_lock;
