@@ -114,3 +114,51 @@ impl KeyCertStore for SledStore {
         Ok(existed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{KdfParams, KeyStore, NewKey, PrivateKeyBytes, Vault};
+    use super::*;
+
+    #[test]
+    fn key_certificates_are_kept_per_key_and_survive_a_rekey() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            SledStore::init(&dir.path().join("s"), None, KdfParams::insecure_fast()).unwrap();
+        let key = ssh_key::PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519)
+            .unwrap();
+        let private = key.to_openssh(ssh_key::LineEnding::LF).unwrap();
+        let id = store
+            .put_key(
+                NewKey {
+                    name: "k".into(),
+                    comment: String::new(),
+                    public: key.public_key().clone(),
+                    private: PrivateKeyBytes::new(zeroize::Zeroizing::new(
+                        private.as_bytes().to_vec(),
+                    )),
+                },
+                1,
+            )
+            .unwrap();
+        let a = store.put_key_cert(id, b"cert a", 10).unwrap();
+        assert_eq!(store.put_key_cert(id, b"cert a", 20).unwrap().added_at, 10);
+        store.put_key_cert(id, b"cert b", 30).unwrap();
+        assert!(matches!(
+            store.put_key_cert(KeyId::random(), b"x", 1),
+            Err(StoreError::KeyIdNotFound(_))
+        ));
+        assert_eq!(store.key_certs(Some(id)).unwrap().len(), 2);
+        assert!(store.key_certs(Some(KeyId::random())).unwrap().is_empty());
+
+        store
+            .change_passphrase(b"", Some(b"new"), KdfParams::insecure_fast())
+            .unwrap();
+        let all = store.key_certs(None).unwrap();
+        assert_eq!(all.len(), 2, "copied by the re-key");
+        assert!(all.contains(&a));
+        assert!(store.delete_key_cert(id, &a.sha256).unwrap());
+        assert!(!store.delete_key_cert(id, &a.sha256).unwrap());
+        assert_eq!(store.key_certs(None).unwrap()[0].blob, b"cert b");
+    }
+}
