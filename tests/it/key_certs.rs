@@ -275,6 +275,11 @@ fn expiry_is_checked_and_bad_certificates_are_refused() {
     assert!(key_certs(&env, "other").is_empty());
 
     env.kw_ok(&["key", "cert", "remove", "short", &id[..10]]);
+    let audit = env.kw_ok(&["audit"]);
+    assert!(
+        audit.contains("control.key_cert_add") && audit.contains("control.key_cert_remove"),
+        "{audit}"
+    );
     let check = env.kw(&["cert", "check", "--within", "2d"]);
     assert_eq!(check.status.code(), Some(0), "removed: {check:#?}");
 }
