@@ -113,7 +113,7 @@ pub fn parse_any(blob: &[u8]) -> Result<Certificate<'_>, CertError> {
     if !is_cert_type(name) {
         return Err(CertError::Unsupported(name.to_owned()));
     }
-    parse(blob, &name.to_owned())
+    parse(blob, name)
 }
 
 /// Parses `blob`, which must be a certificate of type `expected`, and checks its CA signature.

@@ -77,7 +77,11 @@ pub fn blob_of_line(text: &str) -> Result<Vec<u8>, KeyCertError> {
 
 /// The certificate's id: SHA-256 of its blob, lower-case hex.
 fn cert_id(sha256: &[u8; 32]) -> String {
-    sha256.iter().map(|b| format!("{b:02x}")).collect()
+    use std::fmt::Write as _;
+    sha256.iter().fold(String::new(), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
 }
 
 /// Unix seconds as RFC 3339, or `forever`.

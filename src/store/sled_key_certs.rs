@@ -79,8 +79,9 @@ impl KeyCertStore for SledStore {
             }
             // Adding the same certificate again keeps it as it was.
             if let Some(old) = certs.get(&k)? {
-                return Ok(decode::<KeyCertRec>(|| String::new(), KEY_CERT_V, &old)
-                    .map_or(now, |r| r.added_at));
+                return Ok(
+                    decode::<KeyCertRec>(String::new, KEY_CERT_V, &old).map_or(now, |r| r.added_at)
+                );
             }
             certs.insert(k.as_slice(), bytes.as_slice())?;
             Ok(now)

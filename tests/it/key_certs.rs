@@ -157,6 +157,40 @@ fn a_stored_keys_certificate_is_served_logs_in_and_survives_restart_and_rekey() 
     assert!(!agent.ssh_add(&["-l"]).stdout.contains("-CERT"));
 }
 
+/// The certificate `cert` of stored key `short` signs under the key's policy, counting into the
+/// key's usage: two signatures allowed, one each way, then both refused.
+fn signs_under_the_key_policy(env: &Env, agent: &crate::util::Agent, cert: &Path) {
+    env.kw_ok(&["policy", "set", "short", "--max-signatures", "2"]);
+    let data = env.root().join("data");
+    fs::write(&data, "signed data\n").unwrap();
+    let sign = |with: &Path| {
+        let _ = fs::remove_file(env.root().join("data.sig"));
+        crate::util::run(agent.command("ssh-keygen").current_dir(env.root()).args([
+            "-Y",
+            "sign",
+            "-n",
+            "file",
+            "-U",
+            "-f",
+            with.to_str().unwrap(),
+            data.to_str().unwrap(),
+        ]))
+    };
+    let plain = env.root().join("short.pub");
+    sign(cert).assert_success("signing with the certificate");
+    sign(&plain).assert_success("signing with the plain key");
+    let refused = sign(cert);
+    refused.assert_failure("a third signature, with the certificate");
+    sign(&plain).assert_failure("a fourth signature, with the plain key");
+    assert!(
+        agent
+            .log()
+            .contains("max_signatures: 2 signatures already made"),
+        "refused by the key's policy: {refused:#?}\n{}",
+        agent.log()
+    );
+}
+
 #[test]
 fn expiry_is_checked_and_bad_certificates_are_refused() {
     let env = Env::no_passphrase();
@@ -196,36 +230,7 @@ fn expiry_is_checked_and_bad_certificates_are_refused() {
     assert_eq!(row["origin"], "openssh");
     assert_eq!(row["key"], "short");
 
-    // The certificate signs under the key's policy, counting into the key's usage.
-    env.kw_ok(&["policy", "set", "short", "--max-signatures", "2"]);
-    let data = env.root().join("data");
-    fs::write(&data, "signed data\n").unwrap();
-    let sign = |with: &Path| {
-        let _ = fs::remove_file(env.root().join("data.sig"));
-        crate::util::run(agent.command("ssh-keygen").current_dir(env.root()).args([
-            "-Y",
-            "sign",
-            "-n",
-            "file",
-            "-U",
-            "-f",
-            with.to_str().unwrap(),
-            data.to_str().unwrap(),
-        ]))
-    };
-    let plain = env.root().join("short.pub");
-    sign(&day).assert_success("signing with the certificate");
-    sign(&plain).assert_success("signing with the plain key");
-    let refused = sign(&day);
-    refused.assert_failure("a third signature, with the certificate");
-    sign(&plain).assert_failure("a fourth signature, with the plain key");
-    assert!(
-        agent
-            .log()
-            .contains("max_signatures: 2 signatures already made"),
-        "refused by the key's policy: {refused:#?}\n{}",
-        agent.log()
-    );
+    signs_under_the_key_policy(&env, &agent, &day);
 
     // Another key's certificate.
     let out = env.kw(&["key", "cert", "add", "short", other.to_str().unwrap()]);
