@@ -150,6 +150,11 @@ fn a_stored_keys_certificate_is_served_logs_in_and_survives_restart_and_rekey() 
         key_part(&cert_line)
     );
     login("after passwd and unlock", &agent);
+    // Sealing the store stops serving the certificate with its key; unsealing serves both again.
+    env.kw_ok(&["seal"]);
+    assert!(!agent.ssh_add(&["-l"]).stdout.contains("ED25519"));
+    env.kw_ok(&["unlock", "--passphrase-file", &pass]);
+    assert!(agent.ssh_add(&["-l"]).stdout.contains("(ED25519-CERT)"));
 
     // Removing it (not privileged: it only takes away) stops serving it.
     env.kw_ok(&["key", "cert", "remove", "login"]);
