@@ -339,9 +339,7 @@ impl Service {
     pub(super) fn find_cert(&self, wanted: &str) -> Result<CertRecord, ServiceError> {
         let store = self.store()?;
         if let Ok(id) = wanted.parse::<CertId>() {
-            return store
-                .get_cert(id)
-                .map_err(|_| ServiceError::CertNotFound(wanted.to_owned()));
+            return store.get_cert(id).map_err(|_| self.not_x509(wanted));
         }
         let wanted_lc = wanted.to_ascii_lowercase();
         let mut matches = store
@@ -351,7 +349,7 @@ impl Service {
         match (matches.next(), matches.next()) {
             (Some(one), None) => Ok(one),
             (Some(_), Some(_)) => Err(ServiceError::AmbiguousCert(wanted.to_owned())),
-            (None, _) => Err(ServiceError::CertNotFound(wanted.to_owned())),
+            (None, _) => Err(self.not_x509(wanted)),
         }
     }
 

@@ -51,6 +51,16 @@ pub enum KeyCertError {
     /// Several certificates match an id prefix.
     #[error("{0} matches several certificates of the key: give more of the id")]
     Ambiguous(String),
+    /// An X.509 request names a stored key's OpenSSH certificate.
+    #[error(
+        "{id} is an OpenSSH certificate of key {key}, not an X.509 one: see `keyward key cert list {key}`"
+    )]
+    NotX509 {
+        /// The id asked for.
+        id: String,
+        /// The key's name.
+        key: String,
+    },
 }
 
 /// The certificate blob of an OpenSSH public key line (`TYPE BASE64 [COMMENT]`), whose type must
@@ -185,6 +195,26 @@ impl Service {
             }
             other => unreachable!("dispatch handles {other:?}"),
         })
+    }
+
+    /// The error for X.509 id `wanted` that matches none: saying so when it is a stored key's
+    /// OpenSSH certificate (`keyward cert list` shows them too).
+    pub(super) fn not_x509(&self, wanted: &str) -> ServiceError {
+        let wanted_lc = wanted.to_ascii_lowercase();
+        let hit = self.store().ok().and_then(|store| {
+            let cert =
+                store.key_certs(None).ok()?.into_iter().find(|c| {
+                    !wanted_lc.is_empty() && cert_id(&c.sha256).starts_with(&wanted_lc)
+                })?;
+            store.key(cert.key_id).ok()
+        });
+        match hit {
+            Some(info) => ServiceError::KeyCert(KeyCertError::NotX509 {
+                id: wanted.to_owned(),
+                key: info.name,
+            }),
+            None => ServiceError::CertNotFound(wanted.to_owned()),
+        }
     }
 
     fn key_cert_view(

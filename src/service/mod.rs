@@ -119,7 +119,9 @@ impl ServiceError {
                 | StoreError::CertNotFound(_),
             )
             | Self::CertNotFound(_)
-            | Self::KeyCert(KeyCertError::NotFound { .. }) => ErrorKind::NotFound,
+            | Self::KeyCert(KeyCertError::NotFound { .. } | KeyCertError::NotX509 { .. }) => {
+                ErrorKind::NotFound
+            }
             Self::Store(
                 StoreError::DuplicateName { .. } | StoreError::AlreadyInitialised { .. },
             ) => ErrorKind::Exists,

@@ -234,6 +234,12 @@ fn expiry_is_checked_and_bad_certificates_are_refused() {
         .unwrap_or_else(|| panic!("cert list shows it: {listed:#}"));
     assert_eq!(row["origin"], "openssh");
     assert_eq!(row["key"], "short");
+    let out = env.kw(&["cert", "show", &id[..12]]);
+    assert_clean_error(&out, "cert show of an OpenSSH certificate");
+    assert!(
+        out.stderr.contains("OpenSSH certificate of key short"),
+        "{out:#?}"
+    );
 
     signs_under_the_key_policy(&env, &agent, &day);
 
