@@ -353,8 +353,13 @@ impl Service {
             if parsed.valid_before <= now {
                 continue;
             }
+            // On the boot clock, as `ssh-add -t` lifetimes; "forever" (and anything beyond the
+            // boot clock's range) never leaves.
             let expires = (parsed.valid_before != u64::MAX)
-                .then(|| boot_now + std::time::Duration::from_secs(parsed.valid_before - now));
+                .then(|| {
+                    boot_now.checked_add(std::time::Duration::from_secs(parsed.valid_before - now))
+                })
+                .flatten();
             let mut entry = Entry::new(
                 info.public.key_data(),
                 info.comment.clone(),
@@ -488,6 +493,41 @@ mod tests {
         svc.handle(Request::KeyDelete { key: "k".into() });
         assert!(ring.find(&blob, now).is_none());
         assert!(svc.store().unwrap().key_certs(None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_certificate_leaves_the_ring_when_it_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = Arc::new(Keyring::new());
+        let clock = Arc::new(crate::clock::ManualClock::new(
+            std::time::Duration::from_secs(1000),
+            1_800_000_000,
+        ));
+        let store =
+            SledStore::init(&dir.path().join("s"), None, KdfParams::insecure_fast()).unwrap();
+        let svc = Service::new(
+            Some(Arc::new(store)),
+            Some(Arc::clone(&ring)),
+            Arc::clone(&clock) as Arc<dyn crate::clock::Clock>,
+        );
+        let key = generate(&svc, "k");
+        let ca = PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519).unwrap();
+        let line = certificate(&key, &ca, 1_800_000_100);
+        assert!(matches!(add(&svc, "k", &line), Response::KeyCerts { .. }));
+        let blob = Base64::decode_vec(line.split_whitespace().nth(1).unwrap()).unwrap();
+        assert!(ring.find(&blob, clock.boot_now()).is_some());
+        clock.advance(std::time::Duration::from_secs(99));
+        assert!(ring.find(&blob, clock.boot_now()).is_some());
+        clock.advance(std::time::Duration::from_secs(1));
+        assert!(ring.find(&blob, clock.boot_now()).is_none(), "expired");
+        let Response::KeyCerts { certs } = svc.handle(Request::KeyCertList { key: None }) else {
+            panic!()
+        };
+        assert_eq!(certs[0].state, "expired");
+        assert_eq!(certs[0].served, Some(false));
+        // Tracked, but no longer served after a reload either.
+        svc.handle(Request::KeyLoad { key: "k".into() });
+        assert!(ring.find(&blob, clock.boot_now()).is_none());
     }
 
     #[test]
