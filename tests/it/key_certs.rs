@@ -65,7 +65,14 @@ fn a_stored_keys_certificate_is_served_logs_in_and_survives_restart_and_rekey() 
         &env,
         "login",
         &ca.private,
-        &["-n", &user, "-V", "always:forever"],
+        &[
+            "-n",
+            &user,
+            "-V",
+            "always:forever",
+            "-O",
+            "no-x11-forwarding",
+        ],
     );
     let cert_line = fs::read_to_string(&cert).expect("read certificate");
     let host = ca_host(env.root(), &ca.public);
@@ -112,6 +119,9 @@ fn a_stored_keys_certificate_is_served_logs_in_and_survives_restart_and_rekey() 
         );
     };
     login("certificate login through the agent", &agent);
+    agent
+        .ssh_add(&["-T", cert.to_str().unwrap()])
+        .assert_success("ssh-add -T CERT");
 
     // `ssh-add -d` of the certificate unloads it alone.
     agent
