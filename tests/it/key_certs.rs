@@ -45,6 +45,26 @@ fn ca_host(dir: &Path, ca: &Path) -> Host {
     )
 }
 
+/// `ssh-add -l` lists the plain key and its certificate, and `ssh-add -L` prints the
+/// certificate byte for byte as the CA signed it (`cert_line`, the `-cert.pub` file).
+#[track_caller]
+fn assert_served(agent: &crate::util::Agent, cert_line: &str) {
+    let listed = agent.ssh_add(&["-l"]);
+    listed.assert_success("ssh-add -l");
+    assert!(
+        listed.stdout.contains("(ED25519-CERT)") && listed.stdout.contains("(ED25519)"),
+        "the plain key and its certificate are listed: {listed:#?}"
+    );
+    let served = agent.ssh_add(&["-L"]);
+    assert!(
+        served
+            .stdout
+            .lines()
+            .any(|l| key_part(l) == key_part(cert_line)),
+        "ssh-add -L prints the file's blob: {served:#?}\nfile: {cert_line}"
+    );
+}
+
 #[test]
 fn a_stored_keys_certificate_is_served_logs_in_and_survives_restart_and_rekey() {
     let env = Env::no_passphrase();
@@ -94,21 +114,7 @@ fn a_stored_keys_certificate_is_served_logs_in_and_survives_restart_and_rekey() 
     assert_eq!(added[0]["key_id"], "kw-stored", "{added:#}");
     assert_eq!(added[0]["served"], true, "{added:#}");
 
-    let listed = agent.ssh_add(&["-l"]);
-    listed.assert_success("ssh-add -l");
-    assert!(
-        listed.stdout.contains("(ED25519-CERT)") && listed.stdout.contains("(ED25519)"),
-        "the plain key and its certificate are listed: {listed:#?}"
-    );
-    // The certificate is served byte for byte as the CA signed it.
-    let served = agent.ssh_add(&["-L"]);
-    assert!(
-        served
-            .stdout
-            .lines()
-            .any(|l| key_part(l) == key_part(&cert_line)),
-        "ssh-add -L prints the file's blob: {served:#?}\nfile: {cert_line}"
-    );
+    assert_served(&agent, &cert_line);
 
     let login = |what: &str, agent: &crate::util::Agent| {
         let out = host.login(agent, env.root(), &[], "echo ok");
@@ -141,10 +147,7 @@ fn a_stored_keys_certificate_is_served_logs_in_and_survives_restart_and_rekey() 
     // A restart serves it again from the store.
     stop(&mut agent);
     let mut agent = env.start_agent(&[]);
-    assert!(
-        agent.ssh_add(&["-l"]).stdout.contains("(ED25519-CERT)"),
-        "served after a restart"
-    );
+    assert_served(&agent, &cert_line);
     login("after a restart", &agent);
 
     // A passphrase change re-keys the store into a new database: the certificate comes along.
