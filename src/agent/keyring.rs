@@ -42,8 +42,9 @@ pub struct Entry {
     pub fingerprint: String,
     /// The comment shown by `ssh-add -l`.
     pub comment: String,
-    /// The private half, prepared on first use for keys from the store.
-    pub signer: SignerSlot,
+    /// The private half, prepared on first use for keys from the store; shared by a stored key
+    /// and the certificates served beside it, so the key is decrypted once for all of them.
+    pub signer: Arc<SignerSlot>,
     /// Use constraints.
     pub constraints: Constraints,
     /// The policy the key signs under (stored keys; `ssh-add -h` keys) and its usage.
@@ -76,7 +77,7 @@ impl Entry {
         signer: impl Into<SignerSlot>,
         constraints: Constraints,
     ) -> Result<Self, crate::keys::KeyError> {
-        let signer = signer.into();
+        let signer = Arc::new(signer.into());
         let blob = crate::keys::public_blob(public)?;
         Ok(Self {
             key_blob: blob.clone(),

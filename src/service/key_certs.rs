@@ -370,6 +370,8 @@ impl Service {
                 },
             )?;
             entry.blob.clone_from(&stored.blob);
+            // The key's own signer: one decryption, one prepared private key for all of them.
+            entry.signer = Arc::clone(&plain.signer);
             if let Some(policy) = &plain.policy {
                 entry = entry.with_policy(policy.id, policy.policy.clone(), now);
                 if let Some(p) = entry.policy.as_mut() {

@@ -65,6 +65,25 @@ fn assert_served(agent: &crate::util::Agent, cert_line: &str) {
     );
 }
 
+/// Locked (`ssh-add -x`), the certificate signs nothing; unlocked, it signs again (its signer is
+/// the key's, decrypted again from the store).
+fn lock_and_unlock(env: &Env, agent: &crate::util::Agent, host: &Host) {
+    agent
+        .ssh_add_askpass("lock-pw", &["-x"])
+        .assert_success("ssh-add -x");
+    host.login(agent, env.root(), &[], "echo ok")
+        .assert_failure("login while the agent is locked");
+    agent
+        .ssh_add_askpass("lock-pw", &["-X"])
+        .assert_success("ssh-add -X");
+    let out = host.login(agent, env.root(), &[], "echo ok");
+    assert!(
+        out.status.success() && out.stdout.trim() == "ok",
+        "login after the agent is unlocked: {out:#?}\nagent log:\n{}",
+        agent.log()
+    );
+}
+
 #[test]
 fn a_stored_keys_certificate_is_served_logs_in_and_survives_restart_and_rekey() {
     let env = Env::no_passphrase();
@@ -98,8 +117,8 @@ fn a_stored_keys_certificate_is_served_logs_in_and_survives_restart_and_rekey() 
     let host = ca_host(env.root(), &ca.public);
 
     // Without the certificate the plain key is not enough: no authorized key.
-    let out = host.login(&agent, env.root(), &[], "echo ok");
-    out.assert_failure("login with the plain stored key only");
+    host.login(&agent, env.root(), &[], "echo ok")
+        .assert_failure("login with the plain stored key only");
 
     let added = env.kw_json(&[
         "key",
@@ -143,6 +162,7 @@ fn a_stored_keys_certificate_is_served_logs_in_and_survives_restart_and_rekey() 
     assert_eq!(key_certs(&env, "login")[0]["served"], false);
     env.kw_ok(&["key", "load", "login"]);
     login("after key load", &agent);
+    lock_and_unlock(&env, &agent, &host);
 
     // A restart serves it again from the store.
     stop(&mut agent);

@@ -77,6 +77,7 @@ fn certificates_share_the_keys_policy_and_leave_with_it() {
         &cert.policy.as_ref().unwrap().usage,
         &plain.policy.as_ref().unwrap().usage
     ));
+    assert!(Arc::ptr_eq(&cert.signer, &plain.signer), "one signer");
 
     // Another key's certificate, an expired one: refused, nothing stored.
     let r = add(&svc, "other", &line);
