@@ -404,12 +404,10 @@ impl Service {
                 let info = store.get_key(&key)?;
                 let view = self.view(&info)?;
                 let certs = store.key_certs(Some(info.id))?;
+                // Deleted with the key, in the store's transaction.
                 store.delete_key(info.id)?;
-                for cert in &certs {
-                    if let Err(e) = store.delete_key_cert(info.id, &cert.sha256) {
-                        tracing::warn!(key = %info.name, error = %e, "cannot delete a deleted key's certificate");
-                    }
-                    if let Some(ring) = &self.keyring {
+                if let Some(ring) = &self.keyring {
+                    for cert in &certs {
                         ring.unload(&cert.blob);
                     }
                 }

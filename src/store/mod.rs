@@ -106,7 +106,7 @@ pub trait KeyStore {
     fn rename_key(&self, id: KeyId, new_name: &str, now: u64) -> Result<()>;
     /// Changes a key's comment.
     fn set_comment(&self, id: KeyId, comment: &str, now: u64) -> Result<()>;
-    /// Deletes a key and its policy; returns what was deleted. Certificates that name the key
+    /// Deletes a key, its policy and its OpenSSH certificates; returns what was deleted. Certificates that name the key
     /// keep their `key_id` (they are still tracked until they expire).
     fn delete_key(&self, id: KeyId) -> Result<KeyInfo>;
 }

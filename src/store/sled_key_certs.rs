@@ -161,5 +161,10 @@ mod tests {
         assert!(store.delete_key_cert(id, &a.sha256).unwrap());
         assert!(!store.delete_key_cert(id, &a.sha256).unwrap());
         assert_eq!(store.key_certs(None).unwrap()[0].blob, b"cert b");
+        store.delete_key(id).unwrap();
+        assert!(
+            store.key_certs(None).unwrap().is_empty(),
+            "deleted with the key"
+        );
     }
 }

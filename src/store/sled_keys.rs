@@ -214,16 +214,28 @@ impl KeyStore for SledStore {
 
     fn delete_key(&self, id: KeyId) -> Result<KeyInfo> {
         let d = self.d();
+        // The key's OpenSSH certificates go with it (a transaction cannot scan a prefix; a
+        // certificate added meanwhile is refused, as its key is gone, or left to the next delete).
+        let certs =
+            d.t.key_certs
+                .scan_prefix(id.as_bytes())
+                .keys()
+                .collect::<std::result::Result<Vec<_>, _>>()?;
         let info = tx(
-            (&d.t.keys, &d.t.key_names, &d.t.policies).transaction(|(k, n, p)| {
-                let Some(v) = k.remove(id.as_bytes())? else {
-                    return fail(StoreError::KeyIdNotFound(id));
-                };
-                let (rec, info) = decode_key(id, &v).or_else(fail)?;
-                n.remove(rec.name.as_bytes())?;
-                p.remove(id.as_bytes())?;
-                Ok(info)
-            }),
+            (&d.t.keys, &d.t.key_names, &d.t.policies, &d.t.key_certs).transaction(
+                |(k, n, p, c)| {
+                    let Some(v) = k.remove(id.as_bytes())? else {
+                        return fail(StoreError::KeyIdNotFound(id));
+                    };
+                    let (rec, info) = decode_key(id, &v).or_else(fail)?;
+                    n.remove(rec.name.as_bytes())?;
+                    p.remove(id.as_bytes())?;
+                    for cert in &certs {
+                        c.remove(cert)?;
+                    }
+                    Ok(info)
+                },
+            ),
         )?;
         d.flush()?;
         Ok(info)
