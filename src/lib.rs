@@ -24,4 +24,5 @@ pub mod rotation;
 pub mod scheduler;
 pub mod service;
 pub mod socket;
+pub mod sshbuf;
 pub mod store;

@@ -158,16 +158,7 @@ pub fn decode_remove(frame: &[u8]) -> Result<&[u8], IdentityError> {
 }
 
 fn read_string<'a>(r: &mut &'a [u8]) -> Result<&'a [u8], IdentityError> {
-    let (len, rest) = r
-        .split_first_chunk::<4>()
-        .ok_or(IdentityError::Malformed("truncated"))?;
-    let len = u32::from_be_bytes(*len) as usize;
-    if rest.len() < len {
-        return Err(IdentityError::Malformed("truncated"));
-    }
-    let (head, rest) = rest.split_at(len);
-    *r = rest;
-    Ok(head)
+    crate::sshbuf::take_string(r).ok_or(IdentityError::Malformed("truncated"))
 }
 
 #[cfg(test)]

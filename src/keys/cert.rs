@@ -8,6 +8,8 @@
 
 use ssh_encoding::Decode;
 
+use crate::sshbuf::put_string;
+
 /// Why a certificate blob is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
@@ -172,34 +174,15 @@ fn verify(ca: &[u8], signed: &[u8], signature: &[u8]) -> Result<(), CertError> {
 }
 
 fn read_u32(r: &mut &[u8]) -> Result<u32, CertError> {
-    let (head, rest) = r
-        .split_first_chunk::<4>()
-        .ok_or(CertError::Malformed("truncated"))?;
-    *r = rest;
-    Ok(u32::from_be_bytes(*head))
+    crate::sshbuf::take_u32(r).ok_or(CertError::Malformed("truncated"))
 }
 
 fn read_u64(r: &mut &[u8]) -> Result<u64, CertError> {
-    let (head, rest) = r
-        .split_first_chunk::<8>()
-        .ok_or(CertError::Malformed("truncated"))?;
-    *r = rest;
-    Ok(u64::from_be_bytes(*head))
+    crate::sshbuf::take_u64(r).ok_or(CertError::Malformed("truncated"))
 }
 
 fn read_string<'a>(r: &mut &'a [u8]) -> Result<&'a [u8], CertError> {
-    let len = read_u32(r)? as usize;
-    if r.len() < len {
-        return Err(CertError::Malformed("truncated"));
-    }
-    let (head, rest) = r.split_at(len);
-    *r = rest;
-    Ok(head)
-}
-
-fn put_string(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_be_bytes());
-    out.extend_from_slice(bytes);
+    crate::sshbuf::take_string(r).ok_or(CertError::Malformed("truncated"))
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 
 use crate::keys::KeyError;
 use crate::keys::cert::Certificate;
+use crate::sshbuf::put_string;
 
 /// Reads one private key in wire form from the front of `reader`.
 pub fn read_keypair(reader: &mut &[u8]) -> Result<KeypairData, KeyError> {
@@ -134,19 +135,7 @@ fn truncated() -> KeyError {
 }
 
 fn read_string<'a>(reader: &mut &'a [u8]) -> Result<&'a [u8], KeyError> {
-    let (len, rest) = reader.split_first_chunk::<4>().ok_or_else(truncated)?;
-    let len = u32::from_be_bytes(*len) as usize;
-    if rest.len() < len {
-        return Err(truncated());
-    }
-    let (head, rest) = rest.split_at(len);
-    *reader = rest;
-    Ok(head)
-}
-
-fn put_string(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_be_bytes());
-    out.extend_from_slice(bytes);
+    crate::sshbuf::take_string(reader).ok_or_else(truncated)
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ use ssh_encoding::Encode;
 use ssh_key::private::KeypairData;
 
 use crate::keys::KeyError;
+use crate::sshbuf::{put_string, take_string};
 
 /// The name of the provider constraint extension.
 pub const PROVIDER_EXTENSION: &str = "sk-provider@openssh.com";
@@ -509,22 +510,6 @@ fn dl_error() -> String {
             .to_string_lossy()
             .into_owned()
     }
-}
-
-fn take_string<'a>(r: &mut &'a [u8]) -> Option<&'a [u8]> {
-    let (len, rest) = r.split_first_chunk::<4>()?;
-    let len = u32::from_be_bytes(*len) as usize;
-    if rest.len() < len {
-        return None;
-    }
-    let (head, rest) = rest.split_at(len);
-    *r = rest;
-    Some(head)
-}
-
-fn put_string(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_be_bytes());
-    out.extend_from_slice(bytes);
 }
 
 #[cfg(test)]
