@@ -503,7 +503,9 @@ mod tests {
         let started = std::time::Instant::now();
         let out = run_group(sh("sleep 1000 & echo $!; exit 0"), Duration::from_secs(30));
         assert!(
-            started.elapsed() < Duration::from_secs(5),
+            // Far below the 30 s timeout: the background job did not hold the hook (a bound
+            // against a hang, wide enough for a loaded machine, not a speed check).
+            started.elapsed() < Duration::from_secs(20),
             "{:?}",
             started.elapsed()
         );
@@ -524,7 +526,7 @@ mod tests {
         let took = started.elapsed();
         assert!(took >= timeout, "{took:?}");
         assert!(
-            took < timeout + PIPE_GRACE + Duration::from_secs(2),
+            took < timeout + PIPE_GRACE + Duration::from_secs(20),
             "{took:?}"
         );
         assert_eq!(out.exit_code, None);
@@ -545,7 +547,7 @@ mod tests {
             Duration::from_secs(30),
         );
         let took = started.elapsed();
-        assert!(took < PIPE_GRACE + Duration::from_secs(3), "{took:?}");
+        assert!(took < PIPE_GRACE + Duration::from_secs(20), "{took:?}");
         assert_eq!(out.exit_code, Some(0));
         for pid in pids(&out.output) {
             let _ = nix::sys::signal::kill(

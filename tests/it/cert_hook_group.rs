@@ -74,7 +74,8 @@ fn hook_background_job_neither_holds_renew_nor_survives() {
     let env = Env::no_passphrase();
     let (took, pgid) = renew_with_hook(&env, "sleep 1000 & echo hook-ran; exit 0");
     eprintln!("cert renew with a backgrounding hook took {took:?}");
-    assert!(took < Duration::from_secs(10), "cert renew waited {took:?}");
+    // Far below the hook timeout (60 s): a bound against a hang, not a speed check.
+    assert!(took < Duration::from_secs(30), "cert renew waited {took:?}");
     assert_group_gone(pgid);
 }
 
@@ -88,7 +89,7 @@ fn hook_past_the_timeout_is_killed_with_its_group() {
         "the hook was given its time: {took:?}"
     );
     assert!(
-        took < HOOK_TIMEOUT + Duration::from_secs(10),
+        took < HOOK_TIMEOUT + Duration::from_secs(30),
         "cert renew waited {took:?}"
     );
     assert_group_gone(pgid);
