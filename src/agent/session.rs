@@ -865,15 +865,7 @@ impl<'a> Requester<'a> {
     /// `/usr/bin/ssh (pid 12) from /usr/bin/bash (pid 10)`: the requesting process and its
     /// parents with full paths (a copy of another program named `ssh` must not pass as ssh).
     fn lineage(&self) -> String {
-        if self.chain.is_empty() {
-            return "an unknown program".to_owned();
-        }
-        self.chain
-            .iter()
-            .take(4)
-            .map(|p| format!("{} (pid {})", p.exe.as_deref().unwrap_or("?"), p.pid))
-            .collect::<Vec<_>>()
-            .join(" from ")
+        policy::peer::describe(&self.chain)
     }
 
     /// Why the connection is not (or no longer) held by the process that opened it, if so.
@@ -1107,6 +1099,21 @@ mod tests {
         }))
     }
 
+    /// The data of user "me"'s `publickey` login for session "sid" with `algorithm` and
+    /// `key_blob`, as ssh asks the agent to sign it.
+    fn login_data(algorithm: &[u8], key_blob: &[u8]) -> Vec<u8> {
+        let mut login = Vec::new();
+        b"sid".encode(&mut login).unwrap();
+        login.push(50);
+        for part in [&b"me"[..], b"ssh-connection", b"publickey"] {
+            part.encode(&mut login).unwrap();
+        }
+        login.push(1);
+        algorithm.encode(&mut login).unwrap();
+        key_blob.encode(&mut login).unwrap();
+        login
+    }
+
     async fn send(session: &mut Session, frame: &[u8]) -> u8 {
         session.handle(frame).await.as_bytes()[0]
     }
@@ -1338,18 +1345,10 @@ mod tests {
             send(&mut f.session, &bind_frame(&a, b"sid", false, false)).await,
             wire::SUCCESS
         );
-        let mut login = Vec::new();
-        b"sid".encode(&mut login).unwrap();
-        login.push(50);
-        for part in [&b"me"[..], b"ssh-connection", b"publickey"] {
-            part.encode(&mut login).unwrap();
-        }
-        login.push(1);
-        b"ssh-ed25519".encode(&mut login).unwrap();
-        crate::keys::public_blob(key.public_key().key_data())
-            .unwrap()
-            .encode(&mut login)
-            .unwrap();
+        let login = login_data(
+            b"ssh-ed25519",
+            &crate::keys::public_blob(key.public_key().key_data()).unwrap(),
+        );
         let request = |data: Vec<u8>| {
             encode(&Request::SignRequest(SignRequest {
                 credential: PublicCredential::Key(key.public_key().key_data().clone()),
@@ -1380,18 +1379,10 @@ mod tests {
 
     #[test]
     fn security_keys_never_sign_for_forwarded_connections_or_the_web() {
-        let mut login = Vec::new();
-        b"sid".encode(&mut login).unwrap();
-        login.push(50);
-        for part in [&b"me"[..], b"ssh-connection", b"publickey"] {
-            part.encode(&mut login).unwrap();
-        }
-        login.push(1);
-        b"sk-ssh-ed25519@openssh.com".encode(&mut login).unwrap();
         // The key blob starts with the key's type, as a login's must.
         let mut key_blob = Vec::new();
         b"sk-ssh-ed25519@openssh.com".encode(&mut key_blob).unwrap();
-        key_blob.encode(&mut login).unwrap();
+        let login = login_data(b"sk-ssh-ed25519@openssh.com", &key_blob);
         assert_eq!(sk_refusal("ssh:", false, true, b"anything"), None);
         assert!(sk_refusal("ssh:", true, true, &login).is_some());
         assert!(sk_refusal("https://example.com", false, true, b"challenge").is_some());
@@ -1495,18 +1486,10 @@ mod tests {
                 }],
             },
         };
-        let mut login = Vec::new();
-        b"sid".encode(&mut login).unwrap();
-        login.push(50);
-        for part in [&b"me"[..], b"ssh-connection", b"publickey"] {
-            part.encode(&mut login).unwrap();
-        }
-        login.push(1);
-        b"ssh-ed25519".encode(&mut login).unwrap();
-        crate::keys::public_blob(key.public_key().key_data())
-            .unwrap()
-            .encode(&mut login)
-            .unwrap();
+        let login = login_data(
+            b"ssh-ed25519",
+            &crate::keys::public_blob(key.public_key().key_data()).unwrap(),
+        );
         let sign_login = encode(&Request::SignRequest(SignRequest {
             credential: PublicCredential::Key(key.public_key().key_data().clone()),
             data: login,

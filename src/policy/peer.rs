@@ -20,6 +20,21 @@ pub struct Process {
     pub exe: Option<String>,
 }
 
+/// `/usr/bin/ssh (pid 12) from /usr/bin/bash (pid 10)`, for prompts: a process and up to three
+/// of its parents, with full paths, so a copy of another program named like a trusted one does
+/// not pass for it.
+pub fn describe(chain: &[Process]) -> String {
+    if chain.is_empty() {
+        return "an unknown program".to_owned();
+    }
+    chain
+        .iter()
+        .take(4)
+        .map(|p| format!("{} (pid {})", p.exe.as_deref().unwrap_or("?"), p.pid))
+        .collect::<Vec<_>>()
+        .join(" from ")
+}
+
 /// The executable of `pid`.
 pub fn executable(pid: i32) -> Option<String> {
     std::fs::read_link(format!("/proc/{pid}/exe"))

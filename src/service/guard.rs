@@ -66,15 +66,7 @@ impl Caller {
     /// `/usr/bin/keyward (pid 12) from /usr/bin/bash (pid 10)`, for prompts: full paths, so a
     /// copy of some other program named like a trusted one does not pass for it.
     pub(super) fn lineage(&self) -> String {
-        if self.chain.is_empty() {
-            return "an unknown program".to_owned();
-        }
-        self.chain
-            .iter()
-            .take(4)
-            .map(|p| format!("{} (pid {})", p.exe.as_deref().unwrap_or("?"), p.pid))
-            .collect::<Vec<_>>()
-            .join(" from ")
+        peer::describe(&self.chain)
     }
 }
 
